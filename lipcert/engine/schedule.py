@@ -1,0 +1,146 @@
+"""Which node gets which bounds, in which order.
+
+One topological sweep: every node gets IBP bounds from its inputs' current bounds; a node that
+feeds a nonlinear node is then tightened by CROWN (spec = one-hot rows, only at the positions its
+consumers' relaxations read, e.g. unstable ReLUs) and intersected with IBP; with alpha-crown the
+slopes of the optimisable relaxations among its ancestors are then optimised for that node.
+Intersections of sound bounds are sound, so each node keeps the best of everything computed.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..graph import ops
+from ..graph.ir import Graph
+from ..rules import Interval, RelaxContext, lookup
+from .alpha import optimize_alpha
+from .config import BoundConfig
+from .crown import backward_bounds
+
+
+def ibp_node(graph: Graph, node, bounds: dict, ctx: Optional[RelaxContext]) -> Interval:
+    rule = lookup(node)
+    ivs = [bounds[i] for i in node.inputs]
+    try:
+        if rule.linear:
+            return rule.ibp(node, *ivs)
+        return rule.ibp(node, *ivs, ctx=ctx)
+    except Exception as e:
+        e.args = (f"{e.args[0] if e.args else e!r}\n  while bounding {node.describe()}",) + tuple(e.args[1:])
+        raise
+
+
+def needed_positions(graph: Graph, name: str, consumers: list, bounds: dict, ctx) -> Optional[torch.Tensor]:
+    """Flat indices of the positions of ``name`` whose bounds some consumer's relaxation reads
+    (union over the batch), or None when no consumer needs them."""
+    mask = None
+    for c in consumers:
+        cnode = graph[c]
+        rule = lookup(cnode)
+        if rule.linear:
+            continue
+        ivs = [bounds.get(i) for i in cnode.inputs]
+        masks = rule.needs_bounds(cnode, ivs, ctx=ctx)
+        for inp, m in zip(cnode.inputs, masks):
+            if inp == name and m is not None:
+                m = m.reshape(m.shape[0], -1).any(0)
+                mask = m if mask is None else (mask | m)
+    if mask is None or not bool(mask.any()):
+        return None
+    return mask.nonzero().flatten()
+
+
+def one_hot_spec(idx: torch.Tensor, batch: int, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+    n = 1
+    for s in shape:
+        n *= s
+    spec = like.new_zeros(idx.numel(), batch, n)
+    spec[torch.arange(idx.numel()), :, idx] = 1
+    return spec.reshape(idx.numel(), batch, *shape)
+
+
+def chunked_backward(graph, root, spec_fn, n_rows, bounds, cfg: BoundConfig, **kw):
+    """Run ``backward_bounds`` over spec rows in chunks that fit ``cfg.max_memory_gb``."""
+    batch = next(iter(bounds[graph.input].lower.shape[:1]))
+    itemsize = bounds[graph.input].lower.element_size()
+    biggest = max(graph[n].numel for n in graph.ancestors(root))
+    per_row = 6 * batch * biggest * itemsize
+    chunk = max(1, int(cfg.max_memory_gb * 2**30 // per_row))
+    lows, ups = [], []
+    for start in range(0, n_rows, chunk):
+        rows = torch.arange(start, min(n_rows, start + chunk))
+        lo, up = backward_bounds(graph, root, spec_fn(rows), bounds, **kw)
+        lows.append(lo)
+        ups.append(up)
+    cat = (lambda xs: None if xs[0] is None else torch.cat(xs, dim=1))
+    return cat(lows), cat(ups)
+
+
+def compute_bounds(graph: Graph, boxes: dict, cfg: BoundConfig, *, known: Optional[dict] = None,
+                   ctx: Optional[RelaxContext] = None, skip_refine: frozenset = frozenset(),
+                   stop_at: Optional[str] = None) -> dict:
+    """Bounds of every node of ``graph`` (up to ``stop_at``) over the input ``boxes``.
+
+    Args:
+        boxes: ``input name -> Interval [B, *shape]``.
+        known: bounds already computed elsewhere (kept as they are, not recomputed).
+        skip_refine: names never tightened beyond IBP.
+    Returns:
+        ``name -> Interval``; holds for every point of the boxes (and every BaB split in ``ctx``).
+    """
+    bounds = dict(boxes)
+    known = known or {}
+    consumers = graph.consumers()
+    relax_cache: dict = {}
+    for node in graph.nodes:
+        name = node.name
+        if name in bounds:
+            continue
+        if name in known:
+            bounds[name] = known[name]
+            continue
+        bounds[name] = ibp_node(graph, node, bounds, ctx)
+        if cfg.method != "ibp" and name not in skip_refine:
+            idx = needed_positions(graph, name, consumers[name], bounds, ctx)
+            if idx is not None:
+                bounds[name] = refine(graph, name, idx, bounds, cfg, ctx, relax_cache)
+        if name == stop_at:
+            break
+    return bounds
+
+
+def refine(graph, name, idx, bounds, cfg, ctx, relax_cache) -> Interval:
+    """CROWN (and alpha-CROWN) bounds of ``name`` at flat positions ``idx``, intersected with the
+    current bounds."""
+    node = graph[name]
+    cur = bounds[name]
+    B = cur.lower.shape[0]
+    spec_fn = lambda rows: one_hot_spec(idx[rows], B, node.shape, cur.lower)  # noqa: E731
+    lo, up = chunked_backward(graph, name, spec_fn, idx.numel(), bounds, cfg, ctx=ctx, relax_cache=relax_cache)
+    if cfg.method == "alpha-crown":
+        res = optimize_alpha(graph, name, spec_fn(torch.arange(idx.numel())), bounds, cfg, ctx,
+                             init=(lo, up), objective=cfg.objective)
+        if res is not None:
+            lo, up = res
+    flat_l = cur.lower.reshape(B, -1).clone()
+    flat_u = cur.upper.reshape(B, -1).clone()
+    flat_l[:, idx] = torch.maximum(flat_l[:, idx], lo)
+    flat_u[:, idx] = torch.minimum(flat_u[:, idx], up)
+    return Interval(flat_l.reshape(cur.lower.shape), flat_u.reshape(cur.upper.shape))
+
+
+def spec_bounds(graph: Graph, root: str, spec: torch.Tensor, bounds: dict, cfg: BoundConfig, *,
+                ctx=None, lower=True, upper=True):
+    """Bounds ``[B, S]`` of ``spec . value(root)`` (spec ``[S, B, *root.shape]``), given all
+    intermediate ``bounds``; alpha-crown optimises the slopes for this objective too."""
+    S = spec.shape[0]
+    lo, up = chunked_backward(graph, root, lambda rows: spec[rows], S, bounds, cfg, ctx=ctx,
+                              lower=lower, upper=upper)
+    if cfg.method == "alpha-crown" and cfg.optimize_output:
+        res = optimize_alpha(graph, root, spec, bounds, cfg, ctx, init=(lo, up), objective="spec",
+                             lower=lower, upper=upper)
+        if res is not None:
+            lo, up = res
+    return lo, up

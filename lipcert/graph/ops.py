@@ -1,0 +1,29 @@
+"""The canonical op vocabulary: the only place op names are spelled.
+
+Forward ops come out of capture; gradient ops are added by ``lipcert.gradient``.
+"""
+# inputs
+INPUT = "input"
+# linear (affine) forward ops
+LINEAR = "linear"                # y = x W^T + b                         attrs: weight [out, in], bias [out] | None
+CONV2D = "conv2d"                # attrs: weight, bias, stride, padding, dilation, groups (AvgPool2d is a depthwise conv2d)
+CONV_T2D = "conv_transpose2d"    # attrs: weight, stride, padding, dilation, groups, output_padding (no bias)
+RESHAPE = "reshape"              # per-sample reshape to node.shape
+ADD = "add"                      # y = sum_i coeffs[i] * x_i            attrs: coeffs
+AFFINE = "affine"                # y = scale * x + shift (elementwise)  attrs: scale, shift (per-sample shape)
+# nonlinear forward ops
+RELU = "relu"
+LEAKY_RELU = "leaky_relu"        # attrs: negative_slope
+TANH = "tanh"
+SIGMOID = "sigmoid"
+MAXMIN = "maxmin"                # pairs along dim 1 (features/channels): (max, min)
+# gradient-graph ops
+RELU_GRAD = "relu_grad"          # h = s(z) * g, s in Clarke set of relu' / leaky_relu'; attrs: negative_slope, mode
+TANH_DERIV = "tanh_deriv"        # d = tanh'(z)
+SIGMOID_DERIV = "sigmoid_deriv"  # d = sigmoid'(z)
+MUL = "mul"                      # h = d * g (bilinear)
+MAXMIN_GRAD = "maxmin_grad"      # h = P(z)^T g, the permutation of a MaxMin pair chosen by the sign of z1 - z2
+
+LINEAR_OPS = frozenset({LINEAR, CONV2D, CONV_T2D, RESHAPE, ADD, AFFINE})
+PIECEWISE_LINEAR = frozenset({RELU, LEAKY_RELU, RELU_GRAD, MAXMIN, MAXMIN_GRAD})
+SMOOTH = frozenset({TANH, SIGMOID, TANH_DERIV, SIGMOID_DERIV, MUL})

@@ -1,0 +1,123 @@
+"""Data carriers shared by rules and engine, and the two rule protocols.
+
+Shapes: ``B`` batch, ``S`` spec (number of linear functions bounded at once).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Elementwise bounds ``lower <= value <= upper``, each ``[B, *shape]``."""
+
+    lower: Tensor
+    upper: Tensor
+
+    @staticmethod
+    def point(x: Tensor) -> "Interval":
+        return Interval(x, x)
+
+    def intersect(self, other: "Interval") -> "Interval":
+        return Interval(torch.maximum(self.lower, other.lower), torch.minimum(self.upper, other.upper))
+
+    def repeat_interleave(self, k: int) -> "Interval":
+        return Interval(self.lower.repeat_interleave(k, 0), self.upper.repeat_interleave(k, 0))
+
+    def detach(self) -> "Interval":
+        return Interval(self.lower.detach(), self.upper.detach())
+
+    @property
+    def width(self) -> Tensor:
+        return self.upper - self.lower
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    """Linear bounds of a node's output in terms of its inputs, valid on the inputs' box:
+
+        sum_i lower_slopes[i] * x_i + lower_bias  <=  y  <=  sum_i upper_slopes[i] * x_i + upper_bias
+
+    Slopes are elementwise (the ops relaxed this way are elementwise) and broadcast to
+    ``[S, B, *shape]`` (a leading spec dimension appears when slopes are optimised per spec);
+    ``None`` means a zero slope (the input does not appear), which lets the engine skip it.
+    """
+
+    lower_slopes: tuple[Optional[Tensor], ...]
+    lower_bias: Tensor
+    upper_slopes: tuple[Optional[Tensor], ...]
+    upper_bias: Tensor
+
+
+@dataclass(frozen=True)
+class RelaxContext:
+    """Per-call information a rule may read: BaB split decisions per forward pre-activation node.
+
+    ``splits[name]`` is an int8 tensor ``[B, *shape]``: +1 (z >= 0 branch), -1 (z <= 0), 0 (free).
+    """
+
+    splits: Optional[dict] = None
+
+    def split_of(self, name: str) -> Optional[Tensor]:
+        return None if self.splits is None else self.splits.get(name)
+
+
+class LinearRule:
+    """An affine op: exact forward, exact IBP, exact backward of linear coefficients."""
+
+    linear = True
+
+    def forward(self, node, *xs: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def ibp(self, node, *ivs: Interval) -> Interval:
+        raise NotImplementedError
+
+    def backward(self, node, A: Tensor, in_shapes: Sequence[tuple]) -> tuple[list[Optional[Tensor]], Optional[Tensor]]:
+        """Given ``A [S, B, *node.shape]``, return ``A_i [S, B, *in_shape_i]`` per input and the
+        constant term ``[S, B]`` such that ``A . y = sum_i A_i . x_i + const``."""
+        raise NotImplementedError
+
+
+class NonlinearRule:
+    """An elementwise nonlinear op, relaxed by a :class:`Relaxation` over its inputs' box."""
+
+    linear = False
+    optimizable = False  # has a free parameter in [0, 1] (alpha) that the engine may optimise
+
+    def forward(self, node, *xs: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def ibp(self, node, *ivs: Interval, ctx: RelaxContext | None = None) -> Interval:
+        raise NotImplementedError
+
+    def relax(self, node, ivs: Sequence[Interval], alpha: Tensor | None = None,
+              ctx: RelaxContext | None = None) -> Relaxation:
+        raise NotImplementedError
+
+    def init_alpha(self, node, ivs: Sequence[Interval]) -> Tensor:
+        raise NotImplementedError
+
+    def needs_bounds(self, node, ivs: Sequence[Interval], ctx: RelaxContext | None = None) -> list[Optional[Tensor]]:
+        """Per input: a bool mask ``[B, *shape]`` of positions whose bounds the relaxation uses
+        (tighter bounds there can help), or None when the input's bounds are not needed."""
+        return [torch.ones_like(iv.lower, dtype=torch.bool) for iv in ivs]
+
+
+def chord(xl: Tensor, xu: Tensor, yl: Tensor, yu: Tensor, upper: bool) -> tuple[Tensor, Tensor]:
+    """Slope and intercept of the line through ``(xl, yl)`` and ``(xu, yu)``.
+
+    Used as an upper bound of a convex function (``upper=True``) or a lower bound of a concave one.
+    For a degenerate interval (``xu - xl`` tiny) the constant ``max(yl, yu)`` (``min`` for a lower
+    bound) with slope 0 is returned: a convex function's max over an interval is at an endpoint."""
+    w = xu - xl
+    ok = w > 1e-12
+    safe = torch.where(ok, w, torch.ones_like(w))
+    slope = torch.where(ok, (yu - yl) / safe, torch.zeros_like(w))
+    bias = torch.where(ok, yl - slope * xl, torch.maximum(yl, yu) if upper else torch.minimum(yl, yu))
+    return slope, bias

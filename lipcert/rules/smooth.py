@@ -1,0 +1,140 @@
+"""Smooth elementwise functions (tanh, sigmoid and their derivatives) and the bilinear product.
+
+One relaxation serves every smooth unary ``f`` whose second derivative is bounded,
+``|f''| <= M2``: for a candidate slope ``k``, the tightest parallel lines are
+``k z + min_[l,u](f - k z)`` and ``k z + max_[l,u](f - k z)``. The min/max are taken on a grid of
+``G + 1`` points with spacing ``h`` and corrected by ``M2 h^2 / 8``.
+
+Proof sketch: ``phi = f - k z`` has ``phi'' = f''``. On a grid cell, ``phi`` differs from its
+linear interpolant by at most ``M2 h^2 / 8`` (the interpolation error bound
+``|phi(z) - L(z)| <= M2 (z - z_i)(z_{i+1} - z) / 2``), and the interpolant lies between the
+cell's end values. So ``max phi <= max_grid phi + M2 h^2 / 8``, likewise for the min.
+A rounding slack of a few ulps is added. The slope of each line is chosen among a few candidates
+(chord, tangents at the ends, middle and quarter points) by the smallest area between the line and
+the function; any choice is sound.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..graph import ops
+from .base import Interval, NonlinearRule, Relaxation
+
+GRID = 32
+
+
+def _tanh(z):
+    return torch.tanh(z)
+
+
+def _dtanh(z):
+    return 1 - torch.tanh(z) ** 2
+
+
+def _d2tanh(z):
+    t = torch.tanh(z)
+    return -2 * t * (1 - t * t)
+
+
+def _sig(z):
+    return torch.sigmoid(z)
+
+
+def _dsig(z):
+    s = torch.sigmoid(z)
+    return s * (1 - s)
+
+
+def _d2sig(z):
+    s = torch.sigmoid(z)
+    return s * (1 - s) * (1 - 2 * s)
+
+
+class Smooth(NonlinearRule):
+    """A smooth unary function ``f`` with derivative ``df`` and ``sup |f''| <= m2``.
+
+    ``shape`` is "monotone" (f increasing: IBP maps the end points) or "peak" (f increases up to
+    0 and decreases after it, as tanh' and sigmoid' do: IBP takes ``f(clamp(0, l, u))`` as max).
+    """
+
+    def __init__(self, f, df, m2: float, shape: str):
+        self.f, self.df, self.m2, self.shape = f, df, m2, shape
+
+    def forward(self, node, z):
+        return self.f(z)
+
+    def ibp(self, node, iv, ctx=None):
+        fl, fu = self.f(iv.lower), self.f(iv.upper)
+        if self.shape == "monotone":
+            return Interval(fl, fu)
+        peak = self.f(torch.clamp(torch.zeros_like(iv.lower), iv.lower, iv.upper))
+        return Interval(torch.minimum(fl, fu), peak)
+
+    def relax(self, node, ivs, alpha=None, ctx=None):
+        l, u = ivs[0].lower, ivs[0].upper
+        w = (u - l).clamp(min=0)
+        mid = (l + u) / 2
+        fl, fu = self.f(l), self.f(u)
+        safe = torch.where(w > 0, w, torch.ones_like(w))
+        k_chord = torch.where(w > 0, (fu - fl) / safe, self.df(mid))
+        cands = torch.stack([k_chord, self.df(l), self.df(u), self.df(mid),
+                             self.df(l + w / 4), self.df(u - w / 4)])  # [C, B, *shape]
+        t = torch.linspace(0, 1, GRID + 1, dtype=l.dtype, device=l.device)
+        grid = l.unsqueeze(-1) + w.unsqueeze(-1) * t  # [B, *shape, G+1]
+        phi = self.f(grid).unsqueeze(0) - cands.unsqueeze(-1) * grid.unsqueeze(0)  # [C, B, *shape, G+1]
+        h = w / GRID
+        eps = torch.finfo(l.dtype).eps
+        slack = 8 * eps * (1 + phi.abs().amax(-1) + cands.abs() * torch.maximum(l.abs(), u.abs()))
+        corr = self.m2 * h * h / 8 + slack  # [C, B, *shape]
+        b_up = phi.amax(-1) + corr
+        b_lo = phi.amin(-1) - corr
+        # area under a line over [l, u] is w * (k mid + b): pick the smallest upper, largest lower
+        i_up = (cands * mid + b_up).argmin(0, keepdim=True)
+        i_lo = (cands * mid + b_lo).argmax(0, keepdim=True)
+        up_k, up_b = cands.gather(0, i_up)[0], b_up.gather(0, i_up)[0]
+        lo_k, lo_b = cands.gather(0, i_lo)[0], b_lo.gather(0, i_lo)[0]
+        return Relaxation((lo_k,), lo_b, (up_k,), up_b)
+
+
+class Mul(NonlinearRule):
+    """Bilinear ``h = d g`` with ``d in [dl, du]``, ``g in [gl, gu]`` (McCormick envelopes).
+
+    ``(d - dl)(g - gl) >= 0`` gives ``h >= dl g + gl d - dl gl`` (P1); ``(du - d)(gu - g) >= 0``
+    gives ``h >= du g + gu d - du gu`` (P2); ``(du - d)(g - gl) >= 0`` gives
+    ``h <= du g + gl d - du gl`` (Q1); ``(d - dl)(gu - g) >= 0`` gives ``h <= dl g + gu d - dl gu``
+    (Q2). Any convex combination of two valid bounds is valid: the lower bound is
+    ``alpha P1 + (1 - alpha) P2`` and the upper ``alpha Q1 + (1 - alpha) Q2``, ``alpha in [0, 1]``
+    optimisable, 0.5 by default (the two planes agree at the box centre).
+    """
+
+    optimizable = True
+
+    def forward(self, node, d, g):
+        return d * g
+
+    def ibp(self, node, di, gi, ctx=None):
+        p = torch.stack([di.lower * gi.lower, di.lower * gi.upper, di.upper * gi.lower, di.upper * gi.upper])
+        return Interval(p.amin(0), p.amax(0))
+
+    def init_alpha(self, node, ivs):
+        return torch.full_like(ivs[0].lower, 0.5)
+
+    def relax(self, node, ivs, alpha=None, ctx=None):
+        dl, du, gl, gu = ivs[0].lower, ivs[0].upper, ivs[1].lower, ivs[1].upper
+        a = 0.5 if alpha is None else alpha
+        lo_d, lo_g = a * gl + (1 - a) * gu, a * dl + (1 - a) * du
+        lo_b = -a * dl * gl - (1 - a) * du * gu
+        up_d, up_g = a * gl + (1 - a) * gu, a * du + (1 - a) * dl
+        up_b = -a * du * gl - (1 - a) * dl * gu
+        return Relaxation((lo_d, lo_g), lo_b, (up_d, up_g), up_b)
+
+
+SMOOTH_RULES = {
+    ops.TANH: Smooth(_tanh, _dtanh, 4 / (3 * math.sqrt(3)) + 1e-6, "monotone"),
+    ops.SIGMOID: Smooth(_sig, _dsig, 1 / (6 * math.sqrt(3)) + 1e-6, "monotone"),
+    ops.TANH_DERIV: Smooth(_dtanh, _d2tanh, 2.0 + 1e-6, "peak"),
+    ops.SIGMOID_DERIV: Smooth(_dsig, _d2sig, 0.125 + 1e-6, "peak"),
+}
+SMOOTH_RULES[ops.MUL] = Mul()
