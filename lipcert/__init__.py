@@ -1,8 +1,10 @@
 """lipcert: certified bounds on the Lipschitz constants of neural networks."""
 from . import bounds, graph
 from .errors import InvalidInput, InvalidModel, LipcertError, SolverError, UnsupportedOperation
+from .lipschitz import jacobian_bounds, local_lipschitz
+from .report.certificate import Certificate
 
 __version__ = "0.1.0"
 
-__all__ = ["bounds", "graph", "InvalidInput", "InvalidModel", "LipcertError", "SolverError",
-           "UnsupportedOperation", "__version__"]
+__all__ = ["bounds", "graph", "local_lipschitz", "jacobian_bounds", "Certificate", "InvalidInput",
+           "InvalidModel", "LipcertError", "SolverError", "UnsupportedOperation", "__version__"]

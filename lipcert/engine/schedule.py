@@ -80,13 +80,15 @@ def chunked_backward(graph, root, spec_fn, n_rows, bounds, cfg: BoundConfig, **k
 
 def compute_bounds(graph: Graph, boxes: dict, cfg: BoundConfig, *, known: Optional[dict] = None,
                    ctx: Optional[RelaxContext] = None, skip_refine: frozenset = frozenset(),
-                   stop_at: Optional[str] = None) -> dict:
+                   stop_at: Optional[str] = None, intersect_with: Optional[dict] = None) -> dict:
     """Bounds of every node of ``graph`` (up to ``stop_at``) over the input ``boxes``.
 
     Args:
         boxes: ``input name -> Interval [B, *shape]``.
         known: bounds already computed elsewhere (kept as they are, not recomputed).
         skip_refine: names never tightened beyond IBP.
+        intersect_with: sound bounds from another run, intersected into each node as soon as it is
+            bounded (so that later nodes are computed from the tighter ones).
     Returns:
         ``name -> Interval``; holds for every point of the boxes (and every BaB split in ``ctx``).
     """
@@ -101,11 +103,15 @@ def compute_bounds(graph: Graph, boxes: dict, cfg: BoundConfig, *, known: Option
         if name in known:
             bounds[name] = known[name]
             continue
-        bounds[name] = ibp_node(graph, node, bounds, ctx)
+        bounds[name] = _apply_split(ibp_node(graph, node, bounds, ctx), ctx, name)
+        if intersect_with is not None and name in intersect_with:
+            bounds[name] = bounds[name].intersect(intersect_with[name])
         if cfg.method != "ibp" and name not in skip_refine:
             idx = needed_positions(graph, name, consumers[name], bounds, ctx)
             if idx is not None:
-                bounds[name] = refine(graph, name, idx, bounds, cfg, ctx, relax_cache)
+                bounds[name] = _apply_split(refine(graph, name, idx, bounds, cfg, ctx, relax_cache), ctx, name)
+                if intersect_with is not None and name in intersect_with:
+                    bounds[name] = bounds[name].intersect(intersect_with[name])
         if name == stop_at:
             break
     return bounds
@@ -144,3 +150,13 @@ def spec_bounds(graph: Graph, root: str, spec: torch.Tensor, bounds: dict, cfg: 
         if res is not None:
             lo, up = res
     return lo, up
+
+
+def _apply_split(iv: Interval, ctx, name) -> Interval:
+    """In a BaB domain with split ``z >= 0`` (``<= 0``) the pre-activation's bounds are clamped."""
+    split = None if ctx is None else ctx.split_of(name)
+    if split is None:
+        return iv
+    lo = torch.where(split > 0, iv.lower.clamp(min=0), iv.lower)
+    up = torch.where(split < 0, iv.upper.clamp(max=0), iv.upper)
+    return Interval(lo, up)
