@@ -93,7 +93,7 @@ def _own_grads(graph, x, rows, smooth=None, create_graph=False):
     return g
 
 
-def attack(graph: Graph, box: Interval, x0: torch.Tensor, C: torch.Tensor, norm: str, *, samples: int = 256,
+def attack(graph: Graph, box: Interval, x0: torch.Tensor, C: torch.Tensor, norm: str, *, samples: int = 1024,
            steps: int = 30, starts: int = 4, seed: int = 0) -> AttackResult:
     """Best lower bound per (input, spec row), with its witness pair."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -151,14 +151,16 @@ def _witness_pairs(graph, box, pts, C, norm):
     v = _direction(g, norm)
     lo = box.lower.repeat_interleave(K, 0)
     up = box.upper.repeat_interleave(K, 0)
-    width = (up - lo).flatten(1).amax(1).clamp(min=0)
+    width = (up - lo).clamp(min=0)
+    scale = width.flatten(1).amax(1).reshape(-1, *([1] * len(shape)))
     best = flat.new_zeros(B * K)
     bx1, bx2 = flat.clone(), flat.clone()
     with torch.no_grad():
         for rel in (1e-2, 1e-4, 1e-6):
-            t = (width * rel).reshape(-1, *([1] * len(shape)))
-            x1 = torch.clamp(flat - t * v, lo, up)
-            x2 = torch.clamp(flat + t * v, lo, up)
+            # step per coordinate, moved inward so that both points stay in the box without clipping
+            t = torch.minimum(scale * rel, width / 2)
+            centre = torch.minimum(torch.maximum(flat, lo + t), up - t)
+            x1, x2 = centre - t * v, centre + t * v
             dist = _primal(x2 - x1, norm)
             dy = ((_evaluate(graph, x2) - _evaluate(graph, x1)) * Ck).sum(1).abs()
             q = torch.where(dist > 0, dy / dist.clamp(min=1e-300), torch.zeros_like(dy))
