@@ -82,6 +82,17 @@ def capture(model: nn.Module, example_input: torch.Tensor) -> Graph:
     return _convert(gm, example.dtype)
 
 
+def _is_shape_node(n: fx.Node) -> bool:
+    """``x.shape``, ``x.size(...)`` and indexing into them: integers, not tensors."""
+    if n.op == "call_method" and n.target == "size":
+        return True
+    if n.op == "call_function" and n.target is getattr:
+        return len(n.args) > 1 and n.args[1] == "shape"
+    if n.op == "call_function" and n.target is operator.getitem:
+        return isinstance(n.args[0], fx.Node) and _is_shape_node(n.args[0])
+    return False
+
+
 def _target_name(n: fx.Node, modules) -> str:
     if n.op == "call_module":
         return f"{type(modules[n.target]).__name__} ({n.target})"
@@ -99,6 +110,8 @@ def _unsupported(gm) -> list:
     ok_methods = _RESHAPE_M | set(_ARITH_M) | {"relu", "tanh", "sigmoid", "size"}
     bad = []
     for n in gm.graph.nodes:
+        if _is_shape_node(n):
+            continue
         if n.op == "call_module":
             m = modules[n.target]
             good = isinstance(m, ok_modules)
@@ -160,10 +173,8 @@ def _convert(gm, dtype) -> Graph:
                 raise UnsupportedOperation([("output", type(out).__name__)], SUPPORTED,
                                            detail="the model must return a single tensor")
             output = b.ref(out)
-        elif n.op == "call_method" and n.target == "size":
-            continue  # only feeds reshape arguments; shapes come from ShapeProp
-        elif n.op == "call_function" and n.target is getattr:
-            continue
+        elif _is_shape_node(n):
+            continue  # x.shape / x.size() / their items only feed reshape arguments; ShapeProp has the shapes
         else:
             _convert_node(b, n)
     if len(inputs) != 1:

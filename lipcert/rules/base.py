@@ -106,7 +106,8 @@ class NonlinearRule:
     def needs_bounds(self, node, ivs: Sequence[Interval], ctx: RelaxContext | None = None) -> list[Optional[Tensor]]:
         """Per input: a bool mask ``[B, *shape]`` of positions whose bounds the relaxation uses
         (tighter bounds there can help), or None when the input's bounds are not needed."""
-        return [torch.ones_like(iv.lower, dtype=torch.bool) for iv in ivs]
+        ref = next(iv for iv in ivs if iv is not None)  # elementwise ops: inputs share a shape
+        return [torch.ones_like(ref.lower, dtype=torch.bool) for _ in ivs]
 
 
 def chord(xl: Tensor, xu: Tensor, yl: Tensor, yu: Tensor, upper: bool) -> tuple[Tensor, Tensor]:
