@@ -142,34 +142,42 @@ def _sharpness(width: torch.Tensor) -> float:
     return 10.0 / max(w, 1e-6)
 
 
-def _witness_pairs(graph, box, pts, C, norm):
-    """Difference-quotient pairs around each point ``pts [B, K, *shape]``."""
-    B, K = pts.shape[:2]
-    shape = pts.shape[2:]
-    flat = pts.reshape(B * K, *shape)
-    Ck = C.repeat(B, 1)  # row b*K + k -> C[k]
-    g = _own_grads(graph, flat, Ck)  # [BK, *shape], own spec row
+def certify_points(graph, lo, up, pts, rows, norm):
+    """Difference-quotient lower bounds at points ``pts [N, *shape]`` for spec rows ``rows [N, n_out]``:
+    pairs ``x* -+ t v`` inside the boxes ``[lo, up]`` (``[N, *shape]``), for a few ``t``.
+    Returns ``(value [N], x1 [N, *shape], x2 [N, *shape])``; ``value`` is a certified lower bound of
+    the Lipschitz constant of ``rows[n] . f`` on any region containing box ``n``."""
+    shape = pts.shape[1:]
+    g = _own_grads(graph, pts, rows)
     v = _direction(g, norm)
-    lo = box.lower.repeat_interleave(K, 0)
-    up = box.upper.repeat_interleave(K, 0)
     width = (up - lo).clamp(min=0)
     scale = width.flatten(1).amax(1).reshape(-1, *([1] * len(shape)))
-    best = flat.new_zeros(B * K)
-    bx1, bx2 = flat.clone(), flat.clone()
+    best = pts.new_zeros(pts.shape[0])
+    bx1, bx2 = pts.clone(), pts.clone()
     with torch.no_grad():
         for rel in (1e-1, 1e-2, 1e-3):
             # step per coordinate, moved inward so that both points stay in the box without clipping
             t = torch.minimum(scale * rel, width / 2)
-            centre = torch.minimum(torch.maximum(flat, lo + t), up - t)
+            centre = torch.minimum(torch.maximum(pts, lo + t), up - t)
             x1, x2 = centre - t * v, centre + t * v
             dist = _primal(x2 - x1, norm)
             y1, y2 = _evaluate(graph, x1), _evaluate(graph, x2)
             # rounding of the two evaluations is paid for out of the quotient, so it stays a lower bound
-            err = 64 * torch.finfo(y1.dtype).eps * ((y1.abs() + y2.abs()) * Ck.abs()).sum(1)
-            dy = (((y2 - y1) * Ck).sum(1).abs() - err).clamp(min=0)
+            err = 64 * torch.finfo(y1.dtype).eps * ((y1.abs() + y2.abs()) * rows.abs()).sum(1)
+            dy = (((y2 - y1) * rows).sum(1).abs() - err).clamp(min=0)
             q = torch.where(dist > 0, dy / dist.clamp(min=1e-300), torch.zeros_like(dy))
             take = q > best
             best = torch.where(take, q, best)
             m = take.reshape(-1, *([1] * len(shape)))
             bx1, bx2 = torch.where(m, x1, bx1), torch.where(m, x2, bx2)
-    return bx1.reshape(B, K, *shape), bx2.reshape(B, K, *shape), best.reshape(B, K)
+    return best, bx1, bx2
+
+
+def _witness_pairs(graph, box, pts, C, norm):
+    """Difference-quotient pairs around each point ``pts [B, K, *shape]``."""
+    B, K = pts.shape[:2]
+    shape = pts.shape[2:]
+    flat = pts.reshape(B * K, *shape)
+    val, x1, x2 = certify_points(graph, box.lower.repeat_interleave(K, 0), box.upper.repeat_interleave(K, 0),
+                                 flat, C.repeat(B, 1), norm)
+    return x1.reshape(B, K, *shape), x2.reshape(B, K, *shape), val.reshape(B, K)

@@ -58,7 +58,8 @@ def _pass_through(A, relax, upper: bool):
 
 def backward_bounds(graph: Graph, root: str, spec: torch.Tensor, bounds: dict, *,
                     lower: bool = True, upper: bool = True, alpha: Optional[dict] = None,
-                    ctx: Optional[RelaxContext] = None, relax_cache: Optional[dict] = None):
+                    ctx: Optional[RelaxContext] = None, relax_cache: Optional[dict] = None,
+                    record: Optional[dict] = None):
     """Bounds of ``spec . value(root)`` over the input boxes.
 
     Args:
@@ -73,6 +74,8 @@ def backward_bounds(graph: Graph, root: str, spec: torch.Tensor, bounds: dict, *
         ctx: BaB split decisions.
         relax_cache: optional dict used to memoise relaxations without ``alpha`` across calls
             (valid while ``bounds`` of the relaxed nodes' inputs do not change).
+        record: optional dict; for each of its keys that is a node name, the upper-bound
+            coefficient reaching that node is stored under it (used by BaB branching scores).
 
     Returns:
         ``(lower [B, S] | None, upper [B, S] | None)``; holds for every point of the input boxes.
@@ -90,6 +93,8 @@ def backward_bounds(graph: Graph, root: str, spec: torch.Tensor, bounds: dict, *
         la, ua = lA.pop(name, None), uA.pop(name, None)
         if la is None and ua is None:
             continue
+        if record is not None and name in record:
+            record[name] = ua
         if node.op == ops.INPUT:
             box = bounds[name]
             if la is not None:

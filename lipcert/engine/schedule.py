@@ -138,12 +138,12 @@ def refine(graph, name, idx, bounds, cfg, ctx, relax_cache) -> Interval:
 
 
 def spec_bounds(graph: Graph, root: str, spec: torch.Tensor, bounds: dict, cfg: BoundConfig, *,
-                ctx=None, lower=True, upper=True):
+                ctx=None, lower=True, upper=True, record=None):
     """Bounds ``[B, S]`` of ``spec . value(root)`` (spec ``[S, B, *root.shape]``), given all
     intermediate ``bounds``; alpha-crown optimises the slopes for this objective too."""
     S = spec.shape[0]
     lo, up = chunked_backward(graph, root, lambda rows: spec[rows], S, bounds, cfg, ctx=ctx,
-                              lower=lower, upper=upper)
+                              lower=lower, upper=upper, record=record)
     if cfg.method == "alpha-crown" and cfg.optimize_output:
         res = optimize_alpha(graph, root, spec, bounds, cfg, ctx, init=(lo, up), objective="spec",
                              lower=lower, upper=upper)

@@ -24,6 +24,8 @@ class JacobianBounds:
     upper: torch.Tensor        # [B, K, *input_shape]
     norm_upper: torch.Tensor   # [B, K]
     forward: dict              # forward-graph bounds used (batch B)
+    joint: dict                # bounds of every joint-graph node (batch B * K)
+    gradient_graph: object     # the GradientGraph they belong to
 
 
 def forward_bounds(graph, box: Interval, method: str, *, alpha_steps=20, max_memory_gb=2.0,
@@ -45,14 +47,16 @@ def forward_bounds(graph, box: Interval, method: str, *, alpha_steps=20, max_mem
 
 def jacobian_bounds_from(graph, box: Interval, C: torch.Tensor, method: str, norm: str, fwd_bounds: dict, *,
                          alpha_steps=20, max_memory_gb=2.0, ctx: Optional[RelaxContext] = None,
-                         gradient_graph=None) -> JacobianBounds:
-    """Jacobian bounds given forward bounds (``fwd_bounds`` at batch B)."""
-    B, K = box.lower.shape[0], C.shape[0]
+                         gradient_graph=None, record: Optional[dict] = None) -> JacobianBounds:
+    """Jacobian bounds given forward bounds (``fwd_bounds`` at batch B). ``C`` is ``[K, n_out]``
+    (the same rows for every sample) or ``[B, K, n_out]`` (rows per sample)."""
+    B, K = box.lower.shape[0], C.shape[-2]
     gg = gradient_graph or build_gradient_graph(graph, "constant" if method == "recurjac" else "chord")
     jg = gg.graph
     known = {name: iv.repeat_interleave(K) for name, iv in fwd_bounds.items()}
     out_shape = graph[graph.output].shape
-    cvals = C.to(box.lower).repeat(B, 1).reshape(B * K, *out_shape)
+    C = C.to(box.lower)
+    cvals = (C.repeat(B, 1) if C.dim() == 2 else C.reshape(B * K, -1)).reshape(B * K, *out_shape)
     boxes = {graph.input: box.repeat_interleave(K), gg.spec_input: Interval.point(cvals)}
     smooth = not graph.is_piecewise_linear()
     gmethod = "ibp" if method == "ibp" else ("alpha-crown" if (method == "alpha-crown" and smooth) else "crown")
@@ -71,10 +75,12 @@ def jacobian_bounds_from(graph, box: Interval, C: torch.Tensor, method: str, nor
     lin = linear_norm_spec(J.lower, J.upper, norm) if method != "ibp" else None
     if lin is not None:
         a, b = lin
-        _, up = spec_bounds(jg, gg.jacobian, a.unsqueeze(0), {**gb, gg.jacobian: J}, cfg, ctx=ectx, lower=False)
+        _, up = spec_bounds(jg, gg.jacobian, a.unsqueeze(0), {**gb, gg.jacobian: J}, cfg, ctx=ectx, lower=False,
+                            record=record)
         nup = torch.minimum(nup, finish(up[:, 0] + b, norm))
+    gb[gg.jacobian] = J
     return JacobianBounds(J.lower.reshape(B, K, *in_shape), J.upper.reshape(B, K, *in_shape),
-                          nup.reshape(B, K), fwd_bounds)
+                          nup.reshape(B, K), fwd_bounds, gb, gg)
 
 
 def _expand_ctx(ctx, K):
@@ -96,5 +102,6 @@ def jacobian_bounds_pass(graph, box: Interval, C: torch.Tensor, method: str, nor
         res2 = jacobian_bounds_from(graph, box, C, "crown", norm, fb2, max_memory_gb=max_memory_gb)
         better = res2.norm_upper < res.norm_upper
         res = JacobianBounds(torch.maximum(res.lower, res2.lower), torch.minimum(res.upper, res2.upper),
-                             torch.where(better, res2.norm_upper, res.norm_upper), res.forward)
+                             torch.where(better, res2.norm_upper, res.norm_upper), res.forward, res.joint,
+                             res.gradient_graph)
     return res

@@ -76,7 +76,8 @@ def local_lipschitz(model, x0, eps, norm="inf", domain=None, outputs=None, metho
     C = spec_matrix(prob, outputs)
     if method in ("bab", "exact"):
         return _dispatch_exact(method, prob, C, norm, bab_time=bab_time, seed=seed, alpha_steps=alpha_steps,
-                               max_memory_gb=max_memory_gb, t0=t0, **options)
+                               max_memory_gb=max_memory_gb, t0=t0, attack_steps=attack_steps,
+                               attack_samples=attack_samples, **options)
     if options:
         raise InvalidInput(f"unknown options {sorted(options)} for method {method!r}")
     B = prob.x0.shape[0]
@@ -114,7 +115,13 @@ def _certificate(prob, b, ups, atk, method, norm, timings, t0, jl=None, ju=None,
 
 
 def _dispatch_exact(method, prob, C, norm, **kw):
-    raise InvalidInput(f"method {method!r} is not available yet")
+    from .refine import run_refined
+    known = {"bab_time", "seed", "alpha_steps", "max_memory_gb", "t0", "rtol", "batch", "split", "progress",
+             "attack_steps", "attack_samples", "time_limit", "mip_gap", "max_domains"}
+    unknown = set(kw) - known
+    if unknown:
+        raise InvalidInput(f"unknown options {sorted(unknown)} for method {method!r}")
+    return run_refined(method, prob, C, norm, **kw)
 
 
 def jacobian_bounds(model, x0, eps, domain=None, outputs=None, method: str = "crown", *, dtype=torch.float64,
