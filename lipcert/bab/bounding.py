@@ -64,9 +64,11 @@ def bound_domains(st: Setting, lo, up, splits: dict, cls, parent_fwd=None) -> Do
     ub[infeasible] = -torch.inf
     best = torch.full((D,), -torch.inf, dtype=lo.dtype)
     pick = torch.zeros(D, 2, dtype=torch.long)
+    n_free = torch.zeros(D, dtype=torch.long)
     for rg, z, gname in st.relu_grads:
         zb, gb = fb[z], res.joint[gname]
         free = (zb.lower < 0) & (zb.upper > 0) & (splits[z] == 0)
+        n_free += free.reshape(D, -1).sum(1)
         gap = gb.upper.clamp(min=0) - gb.lower.clamp(max=0)
         lam = record.get(rg)
         weight = lam[0].abs() if lam is not None else torch.zeros_like(gap)
@@ -78,4 +80,4 @@ def bound_domains(st: Setting, lo, up, splits: dict, cls, parent_fwd=None) -> Do
         pick[better] = torch.stack([torch.full_like(pos, idx), pos], 1)[better]
     iscore = ((up - lo) * st.input_weight).reshape(D, -1)
     ival, ipos = iscore.max(1)
-    return Domains(lo, up, splits, cls, ub, fb, best, pick, ival, ipos)
+    return Domains(lo, up, splits, cls, ub, fb, best, pick, ival, ipos, n_free)

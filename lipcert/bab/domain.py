@@ -25,6 +25,7 @@ class Domains:
     pick_relu: torch.Tensor     # [D, 2] (node index, flat position) of the best ReLU split
     score_input: torch.Tensor   # [D] best input branching score
     pick_input: torch.Tensor    # [D] flat input dimension to bisect
+    n_free: torch.Tensor        # [D] number of unstable, unsplit neurons
 
     def __len__(self):
         return self.cls.shape[0]
@@ -32,7 +33,8 @@ class Domains:
     def take(self, idx: torch.Tensor) -> "Domains":
         return Domains(self.lo[idx], self.up[idx], {k: v[idx] for k, v in self.splits.items()}, self.cls[idx],
                        self.ub[idx], {k: Interval(v.lower[idx], v.upper[idx]) for k, v in self.fwd.items()},
-                       self.score_relu[idx], self.pick_relu[idx], self.score_input[idx], self.pick_input[idx])
+                       self.score_relu[idx], self.pick_relu[idx], self.score_input[idx], self.pick_input[idx],
+                       self.n_free[idx])
 
     @staticmethod
     def cat(parts: list) -> "Domains":
@@ -46,4 +48,5 @@ class Domains:
                        {k: Interval(torch.cat([p.fwd[k].lower for p in parts]), torch.cat([p.fwd[k].upper for p in parts]))
                         for k in f.fwd},
                        torch.cat([p.score_relu for p in parts]), torch.cat([p.pick_relu for p in parts]),
-                       torch.cat([p.score_input for p in parts]), torch.cat([p.pick_input for p in parts]))
+                       torch.cat([p.score_input for p in parts]), torch.cat([p.pick_input for p in parts]),
+                       torch.cat([p.n_free for p in parts]))

@@ -64,11 +64,18 @@ class Model:
             self.add_row(np.concatenate([in_idx[nz], [out_idx[j]]]), np.concatenate([M[j, nz], [coef_out]]),
                          -c[j], -c[j])
 
-    def solve(self, maximize: bool = True, time_limit: float | None = None, mip_gap: float = 1e-6) -> Solution:
+    def solve(self, maximize: bool = True, time_limit: float | None = None, mip_gap: float = 1e-6,
+              presolve: bool = True) -> Solution:
+        """Solve with tight feasibility tolerances (1e-9): with HiGHS's defaults (1e-7 / 1e-6) we
+        saw presolve return a wrong "optimal" on a Lipschitz MILP (a solution 8% better existed)."""
         if highspy is None:
             raise SolverError("highspy is not installed; pip install highspy")
         h = highspy.Highs()
         h.setOptionValue("output_flag", False)
+        h.setOptionValue("primal_feasibility_tolerance", 1e-9)
+        h.setOptionValue("mip_feasibility_tolerance", 1e-9)
+        if not presolve:
+            h.setOptionValue("presolve", "off")
         if time_limit is not None:
             h.setOptionValue("time_limit", float(time_limit))
         h.setOptionValue("mip_rel_gap", float(mip_gap))
