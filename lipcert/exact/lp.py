@@ -65,15 +65,17 @@ class Model:
                          -c[j], -c[j])
 
     def solve(self, maximize: bool = True, time_limit: float | None = None, mip_gap: float = 1e-6,
-              presolve: bool = True) -> Solution:
-        """Solve with tight feasibility tolerances (1e-9): with HiGHS's defaults (1e-7 / 1e-6) we
-        saw presolve return a wrong "optimal" on a Lipschitz MILP (a solution 8% better existed)."""
+              presolve: bool = True, tolerance: float | None = None) -> Solution:
+        """Solve; ``tolerance`` sets HiGHS's primal and MIP feasibility tolerances (None: its
+        defaults, 1e-7 / 1e-6). On Lipschitz MILPs we saw HiGHS return a wrong "optimal" with the
+        defaults on one model and with 1e-9 on another: callers cross-check (see exact.milp)."""
         if highspy is None:
             raise SolverError("highspy is not installed; pip install highspy")
         h = highspy.Highs()
         h.setOptionValue("output_flag", False)
-        h.setOptionValue("primal_feasibility_tolerance", 1e-9)
-        h.setOptionValue("mip_feasibility_tolerance", 1e-9)
+        if tolerance is not None:
+            h.setOptionValue("primal_feasibility_tolerance", float(tolerance))
+            h.setOptionValue("mip_feasibility_tolerance", float(tolerance))
         if not presolve:
             h.setOptionValue("presolve", "off")
         if time_limit is not None:
