@@ -9,6 +9,8 @@ graph whose output ``J`` is the input gradient of ``c . f(x)``, with the Clarke 
   y = reshape(x)             g_x = reshape(g_y)
   y = sum_i c_i x_i          g_{x_i} = c_i g_y                    (affine or the same node)
   y = s * x + t              g_x = s * g_y                        (affine, no shift)
+  y = x[slice]               g_x = zeros with g_y in the slice    (slice_t)
+  y = cat(x_1, ..., x_n)     g_{x_i} = g_y[part i]                (slice)
   y = relu / leaky_relu(z)   h = relu_grad(z, g_y)                (Clarke set at z = 0)
   y = tanh / sigmoid(z)      d = sigma'(z); h = d * g_y           (mul, a bilinear product)
 
@@ -84,6 +86,16 @@ def build_gradient_graph(fwd: Graph, relu_mode: str = "chord") -> GradientGraph:
                 else:
                     sc = torch.full(fwd[inp].shape, float(c), dtype=_dtype(fwd))
                     send(inp, emit(node.name, ops.AFFINE, [g], {"scale": sc, "shift": torch.zeros_like(sc)}, fwd[inp].shape))
+        elif node.op == ops.SLICE:
+            send(x, emit(node.name, ops.SLICE_T, [g], dict(node.attrs), xshape))
+        elif node.op == ops.CONCAT:
+            start = 0
+            dim = node.attrs["dim"]
+            for inp in node.inputs:
+                n = fwd[inp].shape[dim]
+                send(inp, emit(node.name, ops.SLICE, [g], {"dim": dim, "start": start, "stop": start + n, "step": 1},
+                               fwd[inp].shape))
+                start += n
         elif node.op == ops.AFFINE:
             send(x, emit(node.name, ops.AFFINE, [g], {"scale": a["scale"], "shift": torch.zeros_like(a["shift"])}, xshape))
         elif node.op in (ops.RELU, ops.LEAKY_RELU):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import InvalidInput, InvalidModel, UnsupportedOperation
-from . import ops
+from . import onnx_ops, ops
 from .ir import Graph, Node
 
 SUPPORTED = [
@@ -39,8 +39,38 @@ _ARITH = {operator.add: "add", torch.add: "add", operator.sub: "sub", torch.sub:
 _ARITH_M = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "neg": "neg"}
 
 
+class _Props(ShapeProp):
+    """ShapeProp that also keeps the values of non-tensor results (ints of ``x.shape``
+    arithmetic, slice bounds) and of every node that does not depend on the input (constants,
+    shape computations of exported ONNX graphs): capture folds those into constants."""
+
+    def run_node(self, n):
+        result = super().run_node(n)
+        if not isinstance(result, torch.Tensor) or n.meta.get("static"):
+            n.meta["value"] = result.detach() if isinstance(result, torch.Tensor) else result
+        return result
+
+
+def _mark_static(gm) -> None:
+    """``meta['static']``: the node's value does not depend on the input."""
+    dynamic = set()
+    modules = dict(gm.named_modules())
+    for n in gm.graph.nodes:
+        if n.op == "placeholder":
+            dynamic.add(n.name)
+            continue
+        if n.op == "call_module" and type(modules.get(n.target)).__name__ == "OnnxShape":
+            n.meta["static"] = True  # a shape depends on the input's shape only, not its values
+            continue
+        deps = [a for a in n.all_input_nodes]
+        n.meta["static"] = n.op != "output" and not any(a.name in dynamic for a in deps)
+        if not n.meta["static"]:
+            dynamic.add(n.name)
+
+
 class _Tracer(fx.Tracer):
-    pass
+    def is_leaf_module(self, m, qualname):
+        return onnx_ops.is_onnx_module(m) or super().is_leaf_module(m, qualname)
 
 
 def check_model(model: nn.Module) -> None:
@@ -71,25 +101,33 @@ def capture(model: nn.Module, example_input: torch.Tensor) -> Graph:
         raise UnsupportedOperation([(type(model).__name__, "symbolic trace")], SUPPORTED,
                                    detail=f"torch.fx could not trace the model: {e}") from e
     example = example_input.to(next(iter(model.parameters()), example_input).dtype)
+    _mark_static(gm)
     bad = _unsupported(gm)
     if bad:
         raise UnsupportedOperation(bad, SUPPORTED)
     try:
         with torch.no_grad():
-            ShapeProp(gm).propagate(example)
+            _Props(gm).propagate(example)
     except Exception as e:
         raise InvalidInput(f"input of shape {list(example_input.shape)} does not run through the model: {e}") from e
     return _convert(gm, example.dtype)
 
 
+_INT_ARITH = {operator.floordiv, operator.mul, operator.add, operator.sub, operator.mod}
+
+
 def _is_shape_node(n: fx.Node) -> bool:
-    """``x.shape``, ``x.size(...)`` and indexing into them: integers, not tensors."""
+    """``x.shape``, ``x.size(...)``, indexing into them and integer arithmetic on them: integers,
+    not tensors (they only feed reshape/slice arguments; their values come from ShapeProp)."""
     if n.op == "call_method" and n.target == "size":
         return True
     if n.op == "call_function" and n.target is getattr:
         return len(n.args) > 1 and n.args[1] == "shape"
     if n.op == "call_function" and n.target is operator.getitem:
         return isinstance(n.args[0], fx.Node) and _is_shape_node(n.args[0])
+    if n.op == "call_function" and n.target in _INT_ARITH:
+        nodes = [a for a in n.args if isinstance(a, fx.Node)]
+        return bool(nodes) and all(_is_shape_node(a) for a in nodes)
     return False
 
 
@@ -106,15 +144,20 @@ def _unsupported(gm) -> list:
     ok_modules = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.LeakyReLU, nn.Tanh,
                   nn.Sigmoid, nn.Flatten, nn.Dropout, nn.Identity, nn.AvgPool2d)
     ok_functions = (_RELU_F | _TANH_F | _SIG_F | _RESHAPE_F | _DROP_F | set(_ARITH) |
-                    {F.linear, F.conv2d, F.leaky_relu, F.avg_pool2d, getattr})
-    ok_methods = _RESHAPE_M | set(_ARITH_M) | {"relu", "tanh", "sigmoid", "size"}
+                    {F.linear, F.conv2d, F.leaky_relu, F.avg_pool2d, getattr, operator.getitem, torch.maximum,
+                     torch.minimum, torch.cat, torch.stack, torch.max, torch.min})
+    ok_methods = _RESHAPE_M | set(_ARITH_M) | {"relu", "tanh", "sigmoid", "size", "maximum", "minimum"}
     bad = []
     for n in gm.graph.nodes:
-        if _is_shape_node(n):
+        if _is_shape_node(n) or n.meta.get("static"):
             continue
         if n.op == "call_module":
             m = modules[n.target]
             good = isinstance(m, ok_modules)
+            if onnx_ops.is_onnx_module(m):
+                if onnx_ops.kind(m) is None:
+                    bad.append((n.name, f"ONNX {type(m).__name__} ({n.target})"))
+                continue
             if isinstance(m, nn.Conv2d) and (m.padding_mode != "zeros" or isinstance(m.padding, str)):
                 good = isinstance(m.padding, str) and m.padding_mode == "zeros"
             if isinstance(m, nn.LeakyReLU) and not 0 <= m.negative_slope <= 1:
@@ -175,6 +218,10 @@ def _convert(gm, dtype) -> Graph:
             output = b.ref(out)
         elif _is_shape_node(n):
             continue  # x.shape / x.size() / their items only feed reshape arguments; ShapeProp has the shapes
+        elif n.meta.get("static") and n.op != "placeholder":
+            v = n.meta.get("value")
+            if isinstance(v, torch.Tensor):
+                b.const[n.name] = v.to(b.dtype) if v.is_floating_point() else v
         else:
             _convert_node(b, n)
     if len(inputs) != 1:
@@ -219,7 +266,9 @@ def _convert_node(b: _Builder, n: fx.Node):
     if n.op == "call_module":
         m = b.modules[n.target]
         src = f"{n.target} ({type(m).__name__})"
-        if isinstance(m, (nn.Dropout, nn.Identity)):
+        if onnx_ops.is_onnx_module(m):
+            _convert_onnx(b, n, m, args, src)
+        elif isinstance(m, (nn.Dropout, nn.Identity)):
             b.alias[n.name] = x
         elif isinstance(m, nn.Linear):
             b.emit(n, ops.LINEAR, [x], {"weight": m.weight.detach().to(dt),
@@ -246,13 +295,26 @@ def _convert_node(b: _Builder, n: fx.Node):
     if n.op == "call_method":
         if target in _RESHAPE_M:
             b.emit(n, ops.RESHAPE, [x], {})
+        elif target in ("maximum", "minimum"):
+            _maxmin(b, n, args[0], args[1], target[:3])
         elif target in ("relu", "tanh", "sigmoid"):
             b.emit(n, {"relu": ops.RELU, "tanh": ops.TANH, "sigmoid": ops.SIGMOID}[target], [x],
                    {"negative_slope": 0.0} if target == "relu" else {})
         else:
             _arith(b, n, _ARITH_M[target], args, kwargs)
         return
-    if target in _DROP_F:
+    if target is operator.getitem:
+        _slice(b, n, x, n.args[1])
+    elif target in (torch.maximum, torch.minimum, torch.max, torch.min):
+        if len(args) != 2 or not (isinstance(args[0], str) and isinstance(args[1], str)):
+            raise UnsupportedOperation([(n.name, getattr(target, "__name__", str(target)))], SUPPORTED,
+                                       detail="max/min is supported elementwise between two input-dependent tensors")
+        _maxmin(b, n, args[0], args[1], "max" if target in (torch.maximum, torch.max) else "min")
+    elif target in (torch.cat, torch.stack):
+        parts = [b.ref(a) for a in (n.args[0] if n.args else n.kwargs["tensors"])]
+        dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
+        _concat(b, n, parts, dim, stack=target is torch.stack)
+    elif target in _DROP_F:
         b.alias[n.name] = x
     elif target in _RELU_F:
         b.emit(n, ops.RELU, [x], {"negative_slope": 0.0})
@@ -359,3 +421,112 @@ def _per_sample(c: torch.Tensor, shape) -> torch.Tensor:
     while c.dim() > len(shape) and c.shape[0] == 1:
         c = c[0]
     return c
+
+
+def _convert_onnx(b: _Builder, n, m, args, src):
+    k = onnx_ops.kind(m)
+    if k == "const":
+        b.const[n.name] = onnx_ops.constant_value(m).to(b.dtype) if onnx_ops.constant_value(m).is_floating_point() \
+            else onnx_ops.constant_value(m)
+    elif k == "reshape":
+        b.emit(n, ops.RESHAPE, [args[0]], {}, src)
+    elif k in ("max", "min"):
+        if len(args) != 2 or not all(isinstance(a, str) for a in args):
+            raise UnsupportedOperation([(n.name, f"ONNX {k.title()} ({n.target})")], SUPPORTED,
+                                       detail="Max/Min is supported between two input-dependent tensors")
+        _maxmin(b, n, args[0], args[1], k)
+    elif k == "concat":
+        _concat(b, n, list(args), m.axis)
+    elif k == "slice":
+        x, starts, ends = args[0], args[1], args[2]
+        axes = args[3] if len(args) > 3 and args[3] is not None else torch.arange(len(starts))
+        steps = args[4] if len(args) > 4 and args[4] is not None else torch.ones(len(starts), dtype=torch.long)
+        ndim = len(_shape_of(b, x)) + 1
+        index = [slice(None)] * ndim
+        for st_, en, ax, sp in zip(starts.tolist(), ends.tolist(), axes.tolist(), steps.tolist()):
+            if sp <= 0:
+                raise UnsupportedOperation([(n.name, f"ONNX Slice ({n.target})")], SUPPORTED, detail="negative steps")
+            index[ax % ndim] = slice(st_, min(en, 2**62), sp)
+        _slice(b, n, x, tuple(index))
+    elif k == "matmul":
+        x, w = args[0], args[1]
+        if not isinstance(x, str) or not isinstance(w, torch.Tensor) or w.dim() != 2:
+            raise UnsupportedOperation([(n.name, f"ONNX MatMul ({n.target})")], SUPPORTED,
+                                       detail="MatMul needs an input-dependent left and a constant 2-D right operand")
+        b.emit(n, ops.LINEAR, [x], {"weight": w.T.contiguous().to(b.dtype), "bias": None}, src)
+    else:
+        _arith(b, n, k, args, {})
+
+
+def _value(a):
+    """Concrete value of a slice bound / dim argument (an int or a shape node's recorded value)."""
+    if isinstance(a, fx.Node):
+        return a.meta["value"]
+    return a
+
+
+def _slice(b: _Builder, n, x, index):
+    """``x[:, a:b:c, ...]``: one SLICE node per sliced per-sample dimension."""
+    if not isinstance(index, tuple):
+        index = (index,)
+    if not isinstance(x, str) or not index or not all(isinstance(i, slice) for i in index):
+        raise UnsupportedOperation([(n.name, "getitem")], SUPPORTED, detail="only slicing with ':' ranges is supported")
+    if index[0] != slice(None):
+        raise UnsupportedOperation([(n.name, "getitem")], SUPPORTED, detail="the batch dimension cannot be sliced")
+    cur = x
+    shape = list(_shape_of(b, x))
+    todo = [(d - 1, i) for d, i in enumerate(index) if d > 0 and i != slice(None)]
+    if not todo:
+        b.alias[n.name] = x
+        return
+    for k, (dim, sl) in enumerate(todo):
+        start, stop, step = (_value(sl.start), _value(sl.stop), _value(sl.step))
+        start, stop, step = slice(start, stop, step).indices(shape[dim])
+        shape[dim] = len(range(start, stop, step))
+        name = n.name if k == len(todo) - 1 else f"{n.name}::s{k}"
+        b.nodes.append(Node(name, ops.SLICE, (cur,), {"dim": dim, "start": start, "stop": stop, "step": step},
+                            tuple(shape), n.format_node()))
+        cur = name
+
+
+def _shape_of(b: _Builder, name):
+    for node in b.nodes:
+        if node.name == name:
+            return node.shape
+    raise KeyError(name)
+
+
+def _maxmin(b: _Builder, n, x, y, kind):
+    """``max(x, y) = y + relu(x - y)``, ``min(x, y) = x - relu(x - y)``: exact, one ReLU per pair
+    (shared by the max and the min of the same pair, so that ``max + min = x + y`` stays exact)."""
+    key = ("relu_of_diff", x, y)
+    if key not in b.const:
+        shape = b.shape(n)
+        d, r = f"{n.name}::diff", f"{n.name}::relu"
+        b.nodes.append(Node(d, ops.ADD, (x, y), {"coeffs": (1.0, -1.0)}, shape, n.format_node()))
+        b.nodes.append(Node(r, ops.RELU, (d,), {"negative_slope": 0.0}, shape, n.format_node()))
+        b.const[key] = r
+    r = b.const[key]
+    if kind == "max":
+        b.emit(n, ops.ADD, [y, r], {"coeffs": (1.0, 1.0)})
+    else:
+        b.emit(n, ops.ADD, [x, r], {"coeffs": (1.0, -1.0)})
+
+
+def _concat(b: _Builder, n, parts, dim, stack=False):
+    if not all(isinstance(p, str) for p in parts):
+        raise UnsupportedOperation([(n.name, "cat/stack of constants")], SUPPORTED)
+    ndim = len(b.shape(n))
+    dim = dim % (ndim + 1) if dim < 0 else dim
+    if dim == 0:
+        raise UnsupportedOperation([(n.name, "cat/stack along the batch dimension")], SUPPORTED)
+    if stack:
+        ins = []
+        for i, p in enumerate(parts):
+            shp = list(_shape_of(b, p))
+            shp.insert(dim - 1, 1)
+            name = f"{n.name}::u{i}"
+            b.nodes.append(Node(name, ops.RESHAPE, (p,), {}, tuple(shp), n.format_node()))
+            ins.append(name)
+        parts = ins
+    b.emit(n, ops.CONCAT, parts, {"dim": dim - 1})

@@ -10,6 +10,9 @@ CONV2D = "conv2d"                # attrs: weight, bias, stride, padding, dilatio
 CONV_T2D = "conv_transpose2d"    # attrs: weight, stride, padding, dilation, groups, output_padding (no bias)
 RESHAPE = "reshape"              # per-sample reshape to node.shape
 ADD = "add"                      # y = sum_i coeffs[i] * x_i            attrs: coeffs
+SLICE = "slice"                  # y = x[..., start:stop:step along per-sample dim]  attrs: dim, start, stop, step
+SLICE_T = "slice_t"              # transpose of slice: x placed into zeros of shape node.shape; attrs as SLICE
+CONCAT = "concat"                # y = cat(x_i, per-sample dim)         attrs: dim
 AFFINE = "affine"                # y = scale * x + shift (elementwise)  attrs: scale, shift (per-sample shape)
 # nonlinear forward ops
 RELU = "relu"
@@ -24,6 +27,6 @@ SIGMOID_DERIV = "sigmoid_deriv"  # d = sigmoid'(z)
 MUL = "mul"                      # h = d * g (bilinear)
 MAXMIN_GRAD = "maxmin_grad"      # h = P(z)^T g, the permutation of a MaxMin pair chosen by the sign of z1 - z2
 
-LINEAR_OPS = frozenset({LINEAR, CONV2D, CONV_T2D, RESHAPE, ADD, AFFINE})
+LINEAR_OPS = frozenset({LINEAR, CONV2D, CONV_T2D, RESHAPE, ADD, AFFINE, SLICE, SLICE_T, CONCAT})
 PIECEWISE_LINEAR = frozenset({RELU, LEAKY_RELU, RELU_GRAD, MAXMIN, MAXMIN_GRAD})
 SMOOTH = frozenset({TANH, SIGMOID, TANH_DERIV, SIGMOID_DERIV, MUL})

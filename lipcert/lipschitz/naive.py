@@ -75,8 +75,11 @@ def naive_bound(graph: Graph, C: torch.Tensor, p: str) -> torch.Tensor:
             return rows.norm(p=q, dim=1) * L[node.inputs[0]]
         elif node.op in (ops.LINEAR, ops.CONV2D):
             L[node.name] = op_norm(graph, node, p) * L[node.inputs[0]]
-        elif node.op == ops.RESHAPE:
+        elif node.op in (ops.RESHAPE, ops.SLICE):
             L[node.name] = L[node.inputs[0]]
+        elif node.op == ops.CONCAT:
+            parts = [L[i] for i in node.inputs]
+            L[node.name] = {"inf": max(parts), "2": math.sqrt(sum(v * v for v in parts)), "1": sum(parts)}[p]
         elif node.op == ops.ADD:
             L[node.name] = sum(abs(c) * L[i] for c, i in zip(node.attrs["coeffs"], node.inputs))
         elif node.op == ops.AFFINE:

@@ -141,7 +141,63 @@ class Affine(LinearRule):
         return [A * s], const
 
 
+def _index(node, ndim_lead):
+    """Index tuple selecting the slice on a tensor with ``ndim_lead`` leading (batch/spec) dims."""
+    a = node.attrs
+    idx = [slice(None)] * (ndim_lead + a["dim"]) + [slice(a["start"], a["stop"], a["step"])]
+    return tuple(idx)
+
+
+class Slice(LinearRule):
+    """``y = x[start:stop:step]`` along one per-sample dimension (a selection: its transpose
+    scatters into zeros)."""
+
+    def forward(self, node, x):
+        return x[_index(node, 1)]
+
+    def ibp(self, node, iv):
+        return Interval(self.forward(node, iv.lower), self.forward(node, iv.upper))
+
+    def backward(self, node, A, in_shapes):
+        A_in = A.new_zeros(A.shape[:2] + tuple(in_shapes[0]))
+        A_in[_index(node, 2)] = A
+        return [A_in], None
+
+
+class SliceT(LinearRule):
+    """Transpose of :class:`Slice`: ``y = zeros(node.shape)`` with ``y[slice] = x``."""
+
+    def forward(self, node, x):
+        y = x.new_zeros((x.shape[0],) + tuple(node.shape))
+        y[_index(node, 1)] = x
+        return y
+
+    def ibp(self, node, iv):
+        return Interval(self.forward(node, iv.lower), self.forward(node, iv.upper))
+
+    def backward(self, node, A, in_shapes):
+        return [A[_index(node, 2)]], None
+
+
+class Concat(LinearRule):
+    """``y = cat(x_1, ..., x_n)`` along one per-sample dimension."""
+
+    def forward(self, node, *xs):
+        return torch.cat(xs, dim=node.attrs["dim"] + 1)
+
+    def ibp(self, node, *ivs):
+        d = node.attrs["dim"] + 1
+        return Interval(torch.cat([iv.lower for iv in ivs], d), torch.cat([iv.upper for iv in ivs], d))
+
+    def backward(self, node, A, in_shapes):
+        sizes = [s[node.attrs["dim"]] for s in in_shapes]
+        return list(torch.split(A, sizes, dim=node.attrs["dim"] + 2)), None
+
+
 LINEAR_RULES = {
+    ops.SLICE: Slice(),
+    ops.SLICE_T: SliceT(),
+    ops.CONCAT: Concat(),
     ops.LINEAR: Linear(),
     ops.CONV2D: Conv2d(),
     ops.CONV_T2D: ConvTranspose2d(),
