@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 setup: $(VENV)/.installed
 
 demo: setup
-	$(BIN)/python -m lipcert.demo
+	$(BIN)/lipcert demo
 
 test: setup
 	$(BIN)/python -m pytest tests

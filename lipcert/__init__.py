@@ -1,10 +1,14 @@
 """lipcert: certified bounds on the Lipschitz constants of neural networks."""
 from . import bounds, graph
 from .errors import InvalidInput, InvalidModel, LipcertError, SolverError, UnsupportedOperation
+from .apps.monotonicity import monotonicity
+from .apps.radius import certified_radius
+from .io import load
 from .lipschitz import jacobian_bounds, local_lipschitz
 from .report.certificate import Certificate
 
 __version__ = "0.1.0"
 
-__all__ = ["bounds", "graph", "local_lipschitz", "jacobian_bounds", "Certificate", "InvalidInput",
+__all__ = ["bounds", "graph", "local_lipschitz", "jacobian_bounds", "monotonicity", "certified_radius", "load",
+           "Certificate", "InvalidInput",
            "InvalidModel", "LipcertError", "SolverError", "UnsupportedOperation", "__version__"]

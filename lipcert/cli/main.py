@@ -1,0 +1,270 @@
+"""The ``lipcert`` command. Thin: parse, call the public API, print a table, write JSON.
+
+Exit codes: 0 success; 2 bad input (one line naming the problem; ``--debug`` for a traceback);
+3 unsupported model; 4 the time budget ran out before the requested tolerance; 1 anything else.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Certified bounds on the Lipschitz constants of neural networks.")
+zoo_app = typer.Typer(help="Small trained models shipped with lipcert.")
+app.add_typer(zoo_app, name="zoo")
+out = Console()
+err = Console(stderr=True)
+EXIT_TIME = 4
+
+
+def _run(fn, debug: bool):
+    from ..errors import LipcertError
+    try:
+        return fn()
+    except typer.Exit:
+        raise
+    except LipcertError as e:
+        if debug:
+            raise
+        err.print(f"[red]error:[/red] {str(e).splitlines()[0]}", highlight=False, soft_wrap=True)
+        raise typer.Exit(e.exit_code)
+    except Exception as e:  # noqa: BLE001
+        if debug:
+            raise
+        err.print(f"[red]error:[/red] {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _domain(s: Optional[str]):
+    if s is None:
+        return None
+    from ..errors import InvalidInput
+    try:
+        lo, hi = (float(v) for v in s.split(","))
+    except ValueError:
+        raise InvalidInput(f"--domain must be 'lo,hi', got {s!r}") from None
+    return lo, hi
+
+
+def _outputs(s: Optional[str]):
+    if s is None:
+        return None
+    from ..errors import InvalidInput
+    try:
+        return [int(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise InvalidInput(f"--outputs must be comma-separated indices, got {s!r}") from None
+
+
+def _load(model: str):
+    from ..io import load
+    return load(model)
+
+
+def _input(path: str):
+    from ..io import load_input
+    return load_input(path)
+
+
+def _hash(model_path, model):
+    from ..io import model_hash
+    return model_hash(model, None if str(model_path).startswith("zoo:") else model_path)
+
+
+def _cert_table(certs, title):
+    t = Table(title=title)
+    for c in ("input", "method", "eps", "lower", "upper", "upper/lower", "status", "seconds"):
+        t.add_column(c, justify="right")
+    for i, c in enumerate(certs):
+        t.add_row(str(i), c.method, f"{c.eps:g}", f"{c.lower:.6g}", f"{c.upper:.6g}", f"{c.ratio:.4g}", c.status,
+                  f"{c.seconds:.3f}")
+    return t
+
+
+@app.command()
+def bound(model: str = typer.Argument(..., help="ONNX file, torch.save'd model, or zoo:NAME"),
+          input: str = typer.Option(..., "--input", "-i", help=".npy, .pt or .csv: one input or a batch"),
+          eps: float = typer.Option(..., "--eps", help="radius of the l_inf ball"),
+          norm: str = typer.Option("inf", "--norm", help="input norm: inf, 2 or 1"),
+          domain: Optional[str] = typer.Option(None, "--domain", help="lo,hi clipping the region, e.g. 0,1"),
+          method: str = typer.Option("alpha-crown", "--method", help="alpha-crown, crown, recurjac, ibp, naive, bab, exact"),
+          bab: Optional[float] = typer.Option(None, "--bab", help="seconds of branch-and-bound"),
+          rtol: float = typer.Option(1e-3, "--rtol", help="BaB stops at upper/lower <= 1 + rtol"),
+          outputs: Optional[str] = typer.Option(None, "--outputs", help="comma-separated output indices"),
+          json_path: Optional[Path] = typer.Option(None, "--json", help="write the certificate(s) as JSON"),
+          device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
+          debug: bool = typer.Option(False, "--debug", help="show tracebacks")):
+    """Certify the local Lipschitz constant of MODEL around the input(s)."""
+    def go():
+        import lipcert
+        from ..report.records import record, validate
+        net = _load(model)
+        x = _input(input)
+        kw = {"bab_time": bab} if bab is not None else {}
+        if method in ("bab",) or bab is not None:
+            kw.update(rtol=rtol, progress=sys.stderr.isatty())
+        certs = lipcert.local_lipschitz(net, x, eps, norm=norm, domain=_domain(domain), outputs=_outputs(outputs),
+                                        method=method, device=None if device == "cpu" else device, **kw)
+        certs = certs if isinstance(certs, list) else [certs]
+        out.print(_cert_table(certs, f"local Lipschitz constant of {model} (l{certs[0].norm} -> l_inf)"))
+        if json_path is not None:
+            h = _hash(model, net)
+            xs = x if len(certs) > 1 else [x]
+            recs = [record(c, x0=xi, model_hash=h, model_path=model, domain=_domain(domain), outputs=_outputs(outputs))
+                    for c, xi in zip(certs, xs)]
+            for r in recs:
+                validate(r)
+            json_path.write_text(json.dumps(recs[0] if len(recs) == 1 else recs, indent=2))
+            out.print(f"wrote {json_path}")
+        if any(c.status in ("time_limit", "domain_limit") for c in certs):
+            err.print("time budget reached before the requested tolerance (the bounds printed are still valid)",
+                      soft_wrap=True)
+            raise typer.Exit(EXIT_TIME)
+    _run(go, debug)
+
+
+@app.command()
+def jacobian(model: str, input: str = typer.Option(..., "--input", "-i"), eps: float = typer.Option(..., "--eps"),
+             domain: Optional[str] = typer.Option(None, "--domain"), method: str = typer.Option("crown", "--method"),
+             out_path: Optional[Path] = typer.Option(None, "--out", help="write the bounds as .npz"),
+             debug: bool = typer.Option(False, "--debug")):
+    """Elementwise bounds on the Jacobian over the region."""
+    def go():
+        import numpy as np
+        import lipcert
+        net = _load(model)
+        lo, up = lipcert.jacobian_bounds(net, _input(input), eps, domain=_domain(domain), method=method)
+        t = Table(title="Jacobian bounds (per output: min lower, max upper, mean width)")
+        for c in ("output", "min lower", "max upper", "mean width", "sign-certified entries"):
+            t.add_column(c, justify="right")
+        for k in range(lo.shape[0]):
+            signed = int(((lo[k] >= 0) | (up[k] <= 0)).sum())
+            t.add_row(str(k), f"{float(lo[k].min()):.4g}", f"{float(up[k].max()):.4g}",
+                      f"{float((up[k] - lo[k]).mean()):.4g}", f"{signed}/{lo[k].numel()}")
+        out.print(t)
+        if out_path is not None:
+            np.savez(out_path, lower=lo.numpy(), upper=up.numpy())
+            out.print(f"wrote {out_path}")
+    _run(go, debug)
+
+
+@app.command()
+def monotonic(model: str, input: str = typer.Option(..., "--input", "-i"), eps: float = typer.Option(..., "--eps"),
+              feature: int = typer.Option(..., "--feature"), output: int = typer.Option(0, "--output"),
+              direction: str = typer.Option("increasing", "--direction"),
+              vary: str = typer.Option("feature", "--vary", help="feature: only FEATURE varies; all: the whole ball"),
+              domain: Optional[str] = typer.Option(None, "--domain"),
+              bab: float = typer.Option(5.0, "--bab", help="seconds of input splitting when inconclusive"),
+              debug: bool = typer.Option(False, "--debug")):
+    """Certify that OUTPUT is monotone in FEATURE on the region (or find a violation)."""
+    def go():
+        import lipcert
+        r = lipcert.monotonicity(_load(model), _input(input), eps, feature, output, direction=direction,
+                                 domain=_domain(domain), vary=vary, bab_time=bab)
+        out.print(repr(r))
+        if r.status == "violated":
+            w = r.witness
+            out.print(f"witness: f(x1) = {w['f_x1']:.6g}, f(x2) = {w['f_x2']:.6g} with x2 = x1 + t e_{feature}; "
+                      f"gradient entry {w['gradient']:.4g}")
+    _run(go, debug)
+
+
+@app.command()
+def radius(model: str, input: str = typer.Option(..., "--input", "-i"), label: int = typer.Option(..., "--label"),
+           domain: Optional[str] = typer.Option(None, "--domain"), method: str = typer.Option("crown", "--method"),
+           debug: bool = typer.Option(False, "--debug")):
+    """Largest l_inf radius with a certified unchanged prediction (vs the naive global radius)."""
+    def go():
+        import lipcert
+        out.print(repr(lipcert.certified_radius(_load(model), _input(input), label, domain=_domain(domain),
+                                                method=method)))
+    _run(go, debug)
+
+
+@app.command()
+def report(model: str, input: Optional[str] = typer.Option(None, "--input", "-i"),
+           out_dir: Path = typer.Option(Path("lipcert-report"), "--out"),
+           eps: Optional[str] = typer.Option(None, "--eps", help="comma-separated radii for the curve"),
+           domain: Optional[str] = typer.Option(None, "--domain"), debug: bool = typer.Option(False, "--debug")):
+    """Write PNG plots and an HTML page: bound vs eps, per-output bars, Jacobian-width heat map.
+    MODEL may also be a dataset results file (.jsonl/.parquet): then the distribution of bounds."""
+    def go():
+        from ..report import plots
+        if model.endswith((".jsonl", ".parquet")):
+            from ..dataset import read_records
+            path = plots.distribution_plots(read_records(model), out_dir)
+            out.print(f"wrote {path}")
+            return
+        from ..errors import InvalidInput
+        if input is None:
+            raise InvalidInput("--input is required for a model report")
+        kw = {} if eps is None else {"eps_list": [float(v) for v in eps.split(",")]}
+        cert, files = plots.write_report(_load(model), _input(input), out_dir, domain=_domain(domain), **kw)
+        out.print(repr(cert))
+        for f in files:
+            out.print(f"wrote {f}")
+    _run(go, debug)
+
+
+@app.command()
+def check(model: str, input: Optional[str] = typer.Option(None, "--input", "-i"),
+          debug: bool = typer.Option(False, "--debug")):
+    """Capture MODEL and list its ops with forward and gradient rule availability."""
+    def go():
+        from ..graph import capture
+        from ..rules import RULES
+        net = _load(model)
+        import torch
+        x = _input(input) if input else None
+        if x is None:
+            from ..errors import InvalidInput
+            raise InvalidInput("--input is required (an example input fixes the shapes)")
+        from ..region import split_batch
+        xb, _ = split_batch(net, x)
+        g = capture(net, xb[:1].to(torch.float32))
+        t = Table(title=f"{model}: {len(g.nodes)} nodes")
+        for c in ("op", "count", "forward rule", "gradient rule"):
+            t.add_column(c)
+        grads = {"relu": "relu_grad", "leaky_relu": "relu_grad", "tanh": "tanh_deriv * g", "sigmoid": "sigmoid_deriv * g"}
+        for op, n in sorted(g.op_counts().items()):
+            fwd = "yes" if op in RULES or op == "input" else "MISSING"
+            gr = grads.get(op, "transpose" if op in RULES and RULES[op].linear else "-")
+            t.add_row(op, str(n), fwd, gr)
+        out.print(t)
+    _run(go, debug)
+
+
+@app.command()
+def demo(debug: bool = typer.Option(False, "--debug"),
+         out_dir: Path = typer.Option(Path("reports/demo"), "--out")):
+    """Certify a zoo model on a few inputs, print a table and write a report."""
+    def go():
+        from ..demo import main
+        main(report_dir=out_dir)
+    _run(go, debug)
+
+
+@zoo_app.command("list")
+def zoo_list():
+    """The zoo models (trained at first use, cached)."""
+    from .. import zoo
+    t = Table(title="lipcert zoo")
+    for c in ("name", "input shape", "description"):
+        t.add_column(c)
+    for name, e in zoo.ZOO.items():
+        t.add_row(name, str(e.input_shape()), e.description)
+    out.print(t)
+
+
+def main():  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
