@@ -437,6 +437,20 @@ def _convert_onnx(b: _Builder, n, m, args, src):
         _maxmin(b, n, args[0], args[1], k)
     elif k == "concat":
         _concat(b, n, list(args), m.axis)
+    elif k in ("tanh", "sigmoid", "relu"):
+        b.emit(n, {"tanh": ops.TANH, "sigmoid": ops.SIGMOID, "relu": ops.RELU}[k], [args[0]],
+               {"negative_slope": 0.0} if k == "relu" else {}, src)
+    elif k == "batchnorm":
+        weight, bias, mean, var = (a if isinstance(a, torch.Tensor) else None for a in args[1:5])
+        if any(t is None for t in (weight, bias, mean, var)):
+            raise UnsupportedOperation([(n.name, f"ONNX BatchNormalization ({n.target})")], SUPPORTED,
+                                       detail="BatchNormalization needs constant parameters")
+        scale = weight / torch.sqrt(var + m.epsilon)
+        shift = bias - mean * scale
+        shape = b.shape(n)
+        view = (-1,) + (1,) * (len(shape) - 1)
+        b.emit(n, ops.AFFINE, [args[0]], {"scale": scale.reshape(view).expand(shape).to(b.dtype).contiguous(),
+                                          "shift": shift.reshape(view).expand(shape).to(b.dtype).contiguous()}, src)
     elif k == "slice":
         x, starts, ends = args[0], args[1], args[2]
         axes = args[3] if len(args) > 3 and args[3] is not None else torch.arange(len(starts))

@@ -38,6 +38,10 @@ def kind(m) -> str | None:
         return "max" if m._operator is torch.amax else "min"
     if name == "OnnxSlice":
         return "slice"
+    if name == "OnnxBatchNorm":
+        return "batchnorm"
+    if name == "OnnxFunction":
+        return {torch.tanh: "tanh", torch.sigmoid: "sigmoid", torch.relu: "relu"}.get(m.function)
     if name == "OnnxConcat":
         return "concat"
     return None
