@@ -67,9 +67,10 @@ def assemble(chain: Chain, lam: torch.Tensor, rho) -> torch.Tensor:
     return M
 
 
-def schur_rho(chain: Chain, lam: torch.Tensor, temperature: float = 0.0):
+def schur_rho(chain: Chain, lam: torch.Tensor, temperature: float = 0.0, barrier: float = 0.0):
     """Least ``rho`` with ``M(rho, lam) <= 0`` when the hidden block is negative definite, else None.
-    With ``temperature > 0``, the smooth upper bound ``t log sum exp(eig / t)`` of it (for descent)."""
+    With ``temperature > 0``, the smooth upper bound ``t log sum exp(eig / t)`` of it, plus
+    ``-barrier * logdet(-D)`` that keeps descent inside the set where ``D < 0``."""
     n0 = chain.weights[0].shape[1]
     M = assemble(chain, lam, 0.0)
     P, R, D = M[:n0, :n0], M[:n0, n0:], M[n0:, n0:]
@@ -80,7 +81,7 @@ def schur_rho(chain: Chain, lam: torch.Tensor, temperature: float = 0.0):
     S = P + R @ Y                                   # P - R D^{-1} R^T
     eig = torch.linalg.eigvalsh((S + S.T) / 2)
     if temperature > 0:
-        return temperature * torch.logsumexp(eig / temperature, 0)
+        return temperature * torch.logsumexp(eig / temperature, 0) - barrier * 2 * Lc.diagonal().log().sum()
     return eig[-1]
 
 
@@ -156,6 +157,7 @@ def lipsdp_fast(chain: Chain, outer: int = 20, inner: int = 100, layerwise: bool
             if rho < best_rho and certify(chain, lam, rho):
                 best_rho, best_lam = rho, lam.detach().clone()
 
+    n_hidden = float(owner.numel())
     accept(free0[owner])
     scale = float(schur_rho(chain, free0[owner]))  # the start value (sets the first temperature)
     for o in range(outer):
@@ -166,7 +168,7 @@ def lipsdp_fast(chain: Chain, outer: int = 20, inner: int = 100, layerwise: bool
         def closure():
             opt.zero_grad()
             with torch.enable_grad():
-                r = schur_rho(chain, theta.exp()[owner], temperature=temp)
+                r = schur_rho(chain, theta.exp()[owner], temperature=temp, barrier=0.1 * temp / n_hidden)
                 if r is None:
                     return torch.tensor(math.inf, dtype=torch.float64)
                 r.backward()
