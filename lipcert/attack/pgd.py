@@ -96,8 +96,8 @@ def _own_grads(graph, x, rows, smooth=None, create_graph=False):
 
 def attack(graph: Graph, box: Interval, x0: torch.Tensor, C: torch.Tensor, norm: str, *, samples: int = 1024,
            steps: int = 30, starts: int = 4, seed: int = 0) -> AttackResult:
-    """Best lower bound per (input, spec row), with its witness pair."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    """Best lower bound per (input, spec row), with its witness pair. Each input draws its own
+    random points from a generator seeded with ``seed``: its result does not depend on the batch."""
     B, K = x0.shape[0], C.shape[0]
     shape = tuple(x0.shape[1:])
     lo, up = box.lower, box.upper
@@ -105,6 +105,7 @@ def attack(graph: Graph, box: Interval, x0: torch.Tensor, C: torch.Tensor, norm:
     best_gn = x0.new_zeros(B, K)
     best_pt = x0.unsqueeze(1).expand(B, K, *shape).clone()
     for b in range(B):
+        gen = torch.Generator(device="cpu").manual_seed(seed)
         u = torch.rand((samples,) + shape, generator=gen, dtype=x0.dtype).to(x0.device)
         pts = torch.cat([x0[b:b + 1], ((lo[b] + up[b]) / 2).unsqueeze(0), lo[b] + u * width[b]])
         gn = dual_norm(_grads(graph, pts, C), norm)  # [N, K]

@@ -250,6 +250,34 @@ def demo(debug: bool = typer.Option(False, "--debug"),
     _run(go, debug)
 
 
+@app.command("certify-dataset")
+def certify_dataset_cmd(model: str, inputs: str = typer.Option(..., "--inputs", help=".npy/.pt/.csv, one input per row"),
+                        eps: str = typer.Option(..., "--eps", help="radius or comma-separated radii"),
+                        out_path: Path = typer.Option(..., "--out", help="results file (.jsonl), resumable"),
+                        labels: Optional[str] = typer.Option(None, "--labels", help=".npy/.pt/.csv labels"),
+                        method: str = typer.Option("crown", "--method"), norm: str = typer.Option("inf", "--norm"),
+                        domain: Optional[str] = typer.Option(None, "--domain"),
+                        workers: int = typer.Option(1, "--workers", help="local processes"),
+                        ray: Optional[str] = typer.Option(None, "--ray", help="'local', 'auto' or a Ray address"),
+                        batch_size: int = typer.Option(32, "--batch-size"),
+                        debug: bool = typer.Option(False, "--debug")):
+    """Certify every input at every radius; records stream to OUT; rerunning resumes."""
+    def go():
+        import lipcert
+        s = lipcert.certify_dataset(_load(model), inputs, [float(v) for v in eps.split(",")], method=method,
+                                    norm=norm, labels=labels, out=out_path, workers=workers, cluster=ray,
+                                    batch_size=batch_size, domain=_domain(domain), progress=True)
+        t = Table(title=f"summary of {out_path}")
+        for c in ("records", "new", "skipped", "errors", "mean upper", "median upper", "mean lower",
+                  "median upper/lower", "certified", "seconds"):
+            t.add_column(c, justify="right")
+        t.add_row(str(s.records), str(s.done), str(s.skipped), str(s.errors), f"{s.mean_upper:.5g}",
+                  f"{s.median_upper:.5g}", f"{s.mean_lower:.5g}", f"{s.median_ratio:.4g}",
+                  "-" if s.certified is None else str(s.certified), f"{s.seconds:.1f}")
+        out.print(t)
+    _run(go, debug)
+
+
 @zoo_app.command("list")
 def zoo_list():
     """The zoo models (trained at first use, cached)."""

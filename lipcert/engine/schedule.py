@@ -32,9 +32,11 @@ def ibp_node(graph: Graph, node, bounds: dict, ctx: Optional[RelaxContext]) -> I
         raise
 
 
-def needed_positions(graph: Graph, name: str, consumers: list, bounds: dict, ctx) -> Optional[torch.Tensor]:
-    """Flat indices of the positions of ``name`` whose bounds some consumer's relaxation reads
-    (union over the batch), or None when no consumer needs them."""
+def needed_positions(graph: Graph, name: str, consumers: list, bounds: dict, ctx):
+    """``(idx, mask)``: flat indices of the positions of ``name`` whose bounds some consumer's
+    relaxation reads (union over the batch) and the per-sample need mask ``[B, n]``; None when no
+    consumer needs any. Samples are updated only where they need it, so a sample's bounds do not
+    depend on which other samples share its batch."""
     mask = None
     for c in consumers:
         cnode = graph[c]
@@ -45,11 +47,11 @@ def needed_positions(graph: Graph, name: str, consumers: list, bounds: dict, ctx
         masks = rule.needs_bounds(cnode, ivs, ctx=ctx)
         for inp, m in zip(cnode.inputs, masks):
             if inp == name and m is not None:
-                m = m.reshape(m.shape[0], -1).any(0)
+                m = m.reshape(m.shape[0], -1)
                 mask = m if mask is None else (mask | m)
     if mask is None or not bool(mask.any()):
         return None
-    return mask.nonzero().flatten()
+    return mask.any(0).nonzero().flatten(), mask
 
 
 def one_hot_spec(idx: torch.Tensor, batch: int, shape: tuple, like: torch.Tensor) -> torch.Tensor:
@@ -107,9 +109,9 @@ def compute_bounds(graph: Graph, boxes: dict, cfg: BoundConfig, *, known: Option
         if intersect_with is not None and name in intersect_with:
             bounds[name] = bounds[name].intersect(intersect_with[name])
         if cfg.method != "ibp" and name not in skip_refine:
-            idx = needed_positions(graph, name, consumers[name], bounds, ctx)
-            if idx is not None:
-                bounds[name] = _apply_split(refine(graph, name, idx, bounds, cfg, ctx, relax_cache), ctx, name)
+            need = needed_positions(graph, name, consumers[name], bounds, ctx)
+            if need is not None:
+                bounds[name] = _apply_split(refine(graph, name, need, bounds, cfg, ctx, relax_cache), ctx, name)
                 if intersect_with is not None and name in intersect_with:
                     bounds[name] = bounds[name].intersect(intersect_with[name])
         if name == stop_at:
@@ -117,9 +119,10 @@ def compute_bounds(graph: Graph, boxes: dict, cfg: BoundConfig, *, known: Option
     return bounds
 
 
-def refine(graph, name, idx, bounds, cfg, ctx, relax_cache) -> Interval:
-    """CROWN (and alpha-CROWN) bounds of ``name`` at flat positions ``idx``, intersected with the
-    current bounds."""
+def refine(graph, name, need, bounds, cfg, ctx, relax_cache) -> Interval:
+    """CROWN (and alpha-CROWN) bounds of ``name`` at flat positions ``idx`` (where each sample
+    needs them), intersected with the current bounds."""
+    idx, mask = need
     node = graph[name]
     cur = bounds[name]
     B = cur.lower.shape[0]
@@ -132,8 +135,9 @@ def refine(graph, name, idx, bounds, cfg, ctx, relax_cache) -> Interval:
             lo, up = res
     flat_l = cur.lower.reshape(B, -1).clone()
     flat_u = cur.upper.reshape(B, -1).clone()
-    flat_l[:, idx] = torch.maximum(flat_l[:, idx], lo)
-    flat_u[:, idx] = torch.minimum(flat_u[:, idx], up)
+    use = mask[:, idx]
+    flat_l[:, idx] = torch.where(use, torch.maximum(flat_l[:, idx], lo), flat_l[:, idx])
+    flat_u[:, idx] = torch.where(use, torch.minimum(flat_u[:, idx], up), flat_u[:, idx])
     return Interval(flat_l.reshape(cur.lower.shape), flat_u.reshape(cur.upper.shape))
 
 

@@ -1,0 +1,262 @@
+"""Certify whole datasets: batched, streamed to a JSON-lines file, resumable, on local processes
+or Ray tasks.
+
+Records: one JSON object per line per ``(index, eps)``, written by a single writer and flushed
+(and fsync'ed) after every batch, so a run killed with SIGKILL loses at most the batches in
+flight; a torn last line is cut off when the file is reopened. Rerunning with the same ``out``
+skips every ``(index, eps)`` already recorded. An input that fails is recorded with its error.
+
+With labels, each record also has the prediction and a certified radius: on the ball of radius
+``eps`` the logit margin ``f_y - f_j`` changes by at most ``(U_y + U_j) ||x - x0||_inf`` (``U``
+the per-output upper bounds), so the prediction is certified on the ball of radius
+``min(eps, min_j (f_y - f_j)(x0) / (U_y + U_j))``; 0 when the prediction is wrong.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import InvalidInput
+
+
+@dataclass
+class Summary:
+    total: int
+    done: int              # computed in this run
+    skipped: int           # already in the file
+    errors: int
+    mean_upper: float
+    median_upper: float
+    mean_lower: float
+    median_ratio: float
+    certified: int | None  # records with radius > 0 (when labels were given)
+    seconds: float
+    records: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def as_inputs(inputs):
+    """``(X [N, ...] tensor, labels or None)`` from a tensor/array, a file, or a torch Dataset."""
+    from .io import load_input
+    if isinstance(inputs, (str, os.PathLike)):
+        return load_input(inputs), None
+    if isinstance(inputs, np.ndarray):
+        return torch.from_numpy(inputs), None
+    if isinstance(inputs, torch.Tensor):
+        return inputs, None
+    if isinstance(inputs, torch.utils.data.Dataset):
+        items = [inputs[i] for i in range(len(inputs))]
+        if isinstance(items[0], (tuple, list)):
+            return torch.stack([torch.as_tensor(it[0]) for it in items]), torch.as_tensor([int(it[1]) for it in items])
+        return torch.stack([torch.as_tensor(it) for it in items]), None
+    raise InvalidInput(f"inputs must be a tensor, an array, a file or a torch Dataset, not {type(inputs).__name__}")
+
+
+def read_records(path) -> list:
+    """All complete records of a results file (a torn last line is ignored)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+        return pq.read_table(path).to_pylist()
+    out = []
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return out
+
+
+def _repair(path: Path) -> None:
+    """Cut a torn last line (a writer killed mid-line) so appends start on a fresh line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    cut = data.rfind(b"\n") + 1
+    if cut != len(data):
+        with open(path, "r+b") as f:
+            f.truncate(cut)
+
+
+def certify_batch(model, X, idx, eps, labels, kw) -> list:
+    """Records for inputs ``X`` (global indices ``idx``) at radius ``eps``; never raises."""
+    from .lipschitz.local import local_lipschitz
+    t0 = time.perf_counter()
+    try:
+        certs = local_lipschitz(model, X, eps, **kw)
+        certs = certs if isinstance(certs, list) else [certs]
+    except Exception:
+        if len(idx) == 1:
+            raise
+        out = []  # one bad input must not sink the others: retry one by one
+        for j in range(len(idx)):
+            out += _safe(model, X[j:j + 1], idx[j:j + 1], eps, None if labels is None else labels[j:j + 1], kw)
+        return out
+    seconds = (time.perf_counter() - t0) / len(certs)
+    recs = []
+    with torch.no_grad():
+        p = next(iter(model.parameters()))
+        logits = model(X.to(p.dtype)).double()
+    for j, c in enumerate(certs):
+        r = {"index": int(idx[j]), "eps": float(eps), "method": c.method, "norm": c.norm, "upper": c.upper,
+             "lower": c.lower, "ratio": c.ratio if math.isfinite(c.ratio) else None,
+             "per_output_upper": c.per_output_upper.tolist(), "per_output_lower": c.per_output_lower.tolist(),
+             "witness_output": c.witness["output"], "status": c.status, "seconds": seconds,
+             "prediction": int(logits[j].argmax()), "error": None}
+        if labels is not None:
+            y = int(labels[j])
+            r["label"] = y
+            r["radius"] = _radius(logits[j], c.per_output_upper, y, eps)
+        recs.append(r)
+    return recs
+
+
+def _safe(model, X, idx, eps, labels, kw):
+    try:
+        return certify_batch(model, X, idx, eps, labels, kw)
+    except Exception as e:  # noqa: BLE001 - recorded, the run goes on
+        return [{"index": int(i), "eps": float(eps), "error": f"{type(e).__name__}: {e}".splitlines()[0]} for i in idx]
+
+
+def _radius(logits, ups, y, eps):
+    if int(logits.argmax()) != y:
+        return 0.0
+    best = float(eps)
+    for j in range(len(logits)):
+        if j != y:
+            den = float(ups[y] + ups[j])
+            if den > 0:
+                best = min(best, float(logits[y] - logits[j]) / den)
+    return max(best, 0.0)
+
+
+def _local_worker(args):
+    model, X, idx, eps, labels, kw = args
+    torch.set_num_threads(1)
+    return _safe(model, X, idx, eps, labels, kw)
+
+
+def certify_dataset(model, inputs, eps, *, method: str = "crown", norm="inf", labels=None, out=None,
+                    workers: int = 1, cluster=None, batch_size: int = 32, domain=None, progress: bool = False,
+                    **options) -> Summary:
+    """Certify every input at every radius, streaming one record per ``(input, eps)`` to ``out``
+    (JSON lines); see the module docstring for resuming and failure handling.
+
+    Args:
+        inputs: tensor/array ``[N, ...]``, a ``.npy``/``.pt``/``.csv`` file, or a torch Dataset
+            (items ``x`` or ``(x, label)``).
+        eps: a radius or a list of radii.
+        labels: optional ``[N]`` labels (records then carry a certified radius).
+        out: results file (``.jsonl``); required.
+        workers: local processes (without Ray); cluster: ``"auto"``, ``"local"`` or a Ray address.
+    """
+    if out is None:
+        raise InvalidInput("certify_dataset needs out=PATH (a .jsonl file)")
+    if isinstance(model, (str, os.PathLike)):
+        from .io import load
+        model = load(model)
+    X, ds_labels = as_inputs(inputs)
+    if labels is None:
+        labels = ds_labels
+    elif isinstance(labels, (str, os.PathLike)):
+        from .io import load_input
+        labels = load_input(labels)
+    if labels is not None:
+        labels = torch.as_tensor(labels).reshape(-1).long()
+        if len(labels) != len(X):
+            raise InvalidInput(f"{len(labels)} labels for {len(X)} inputs")
+    eps_list = [float(e) for e in (eps if isinstance(eps, (list, tuple)) else [eps])]
+    if any(not math.isfinite(e) or e < 0 for e in eps_list):
+        raise InvalidInput(f"eps must be finite and >= 0, got {eps_list}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _repair(out)
+    have = {(r["index"], r["eps"]) for r in read_records(out)}
+    kw = dict(method=method, norm=norm, domain=domain, **options)
+    tasks = []
+    for e in eps_list:
+        todo = [i for i in range(len(X)) if (i, e) not in have]
+        for s in range(0, len(todo), batch_size):
+            idx = torch.tensor(todo[s:s + batch_size])
+            tasks.append((model, X[idx], idx, e, None if labels is None else labels[idx], kw))
+    skipped = len(X) * len(eps_list) - sum(len(t[2]) for t in tasks)
+    t0 = time.perf_counter()
+    done = errors = 0
+    bar = _Bar(progress, sum(len(t[2]) for t in tasks))
+    with open(out, "a") as f:
+        for recs in _results(tasks, workers, cluster):
+            for r in recs:
+                f.write(json.dumps(r) + "\n")
+                done += 1
+                errors += r.get("error") is not None
+                bar.advance(r)
+            f.flush()
+            os.fsync(f.fileno())
+    bar.close()
+    return summarize(read_records(out), done=done, skipped=skipped, seconds=time.perf_counter() - t0,
+                     total=len(X) * len(eps_list))
+
+
+def _results(tasks, workers, cluster):
+    """Batches of records in order of completion."""
+    if cluster is not None:
+        from .distributed import ray_results
+        yield from ray_results(tasks, cluster)
+    elif workers > 1:
+        import multiprocessing as mp
+        with mp.get_context("spawn").Pool(workers) as pool:
+            yield from pool.imap_unordered(_local_worker, tasks)
+    else:
+        for t in tasks:
+            yield _safe(*t)
+
+
+def summarize(records, done=0, skipped=0, seconds=0.0, total=None) -> Summary:
+    ok = [r for r in records if r.get("error") is None]
+    ups = [r["upper"] for r in ok]
+    lows = [r["lower"] for r in ok]
+    ratios = [r["ratio"] for r in ok if r.get("ratio") is not None]
+    radii = [r["radius"] for r in ok if "radius" in r]
+    mean = lambda v: float(statistics.fmean(v)) if v else float("nan")  # noqa: E731
+    med = lambda v: float(statistics.median(v)) if v else float("nan")  # noqa: E731
+    return Summary(total if total is not None else len(records), done, skipped, len(records) - len(ok), mean(ups),
+                   med(ups), mean(lows), med(ratios), sum(r > 0 for r in radii) if radii else None, seconds,
+                   len(records))
+
+
+class _Bar:
+    def __init__(self, on, total):
+        self.bar = None
+        self.sum = 0.0
+        self.n = 0
+        if on and total:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            self.bar = Progress(TextColumn("certifying"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.description}"), TimeRemainingColumn())
+            self.task = self.bar.add_task("", total=total)
+            self.bar.start()
+
+    def advance(self, r):
+        if self.bar is None:
+            return
+        if r.get("error") is None:
+            self.sum += r["upper"]
+            self.n += 1
+        self.bar.update(self.task, advance=1, description=f"mean upper {self.sum / max(self.n, 1):.4g}")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()

@@ -1,0 +1,140 @@
+"""Dataset certification: same certificates as single calls, resumable after SIGKILL, errors
+recorded, local processes and Ray give the same records."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import lipcert
+from lipcert import zoo
+from lipcert.dataset import read_records, summarize
+
+FAST = dict(attack_steps=3, attack_samples=64)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    m = zoo.load_model("digits-mlp")
+    X, y = zoo.digits()
+    return m, X, y
+
+
+def by_key(recs):
+    return {(r["index"], r["eps"]): r for r in recs}
+
+
+def test_dataset_equals_single_calls_and_summary_matches(digits, tmp_path):
+    m, X, y = digits
+    out = tmp_path / "r.jsonl"
+    s = lipcert.certify_dataset(m, X[:200], [0.005, 0.02], labels=y[:200], out=out, domain=(0, 1), **FAST)
+    recs = read_records(out)
+    assert len(recs) == 400 and s.records == 400 and s.errors == 0 and s.done == 400
+    keyed = by_key(recs)
+    for i in range(0, 200, 7):
+        for e in (0.005, 0.02):
+            c = lipcert.local_lipschitz(m, X[i], e, domain=(0, 1), method="crown", **FAST)
+            r = keyed[(i, e)]
+            assert r["upper"] == pytest.approx(c.upper, rel=1e-12) and r["lower"] == pytest.approx(c.lower, rel=1e-12)
+    s2 = summarize(recs)
+    assert s2.mean_upper == pytest.approx(sum(r["upper"] for r in recs) / 400)
+    assert s.certified == sum(r["radius"] > 0 for r in recs)
+    for r in recs:  # certified radii: the prediction is right and the radius within eps
+        assert 0 <= r["radius"] <= r["eps"] and (r["radius"] == 0 or r["prediction"] == r["label"])
+
+
+def test_rerun_skips_and_errors_are_recorded(digits, tmp_path):
+    m, X, y = digits
+    out = tmp_path / "r.jsonl"
+    Xb = X[:6].clone()
+    Xb[2, 0] = float("nan")
+    s = lipcert.certify_dataset(m, Xb, 0.01, out=out, batch_size=4, **FAST)
+    assert s.errors == 1 and s.records == 6
+    bad = [r for r in read_records(out) if r["error"]]
+    assert bad[0]["index"] == 2 and "NaN" in bad[0]["error"]
+    s = lipcert.certify_dataset(m, Xb, 0.01, out=out, **FAST)
+    assert s.done == 0 and s.skipped == 6 and len(read_records(out)) == 6
+    with open(out, "a") as f:  # a torn line from a killed writer
+        f.write('{"index": 99, "eps"')
+    s = lipcert.certify_dataset(m, Xb, [0.01, 0.02], out=out, **FAST)
+    assert s.done == 6 and len(read_records(out)) == 12
+
+
+KILL_SCRIPT = """
+import sys, lipcert
+from lipcert import zoo
+m = zoo.load_model("digits-mlp"); X, y = zoo.digits()
+lipcert.certify_dataset(m, X[:80], [0.005, 0.02], labels=y[:80], out=sys.argv[1], domain=(0, 1), batch_size=4,
+                        attack_steps=3, attack_samples=64)
+"""
+
+
+def test_sigkill_then_rerun_gives_exactly_one_record_each(digits, tmp_path):
+    m, X, y = digits
+    out = tmp_path / "killed.jsonl"
+    script = tmp_path / "run.py"
+    script.write_text(KILL_SCRIPT)
+    p = subprocess.Popen([sys.executable, str(script), str(out)], env=dict(os.environ))
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if out.exists() and len(read_records(out)) >= 60:
+            break
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    n_before = len(read_records(out))
+    assert 0 < n_before < 160
+    lipcert.certify_dataset(m, X[:80], [0.005, 0.02], labels=y[:80], out=out, domain=(0, 1), batch_size=4, **FAST)
+    recs = read_records(out)
+    keys = [(r["index"], r["eps"]) for r in recs]
+    assert len(keys) == 160 and len(set(keys)) == 160
+    ref = tmp_path / "ref.jsonl"
+    lipcert.certify_dataset(m, X[:80], [0.005, 0.02], labels=y[:80], out=ref, domain=(0, 1), **FAST)
+    a, b = by_key(recs), by_key(read_records(ref))
+    for k in a:
+        assert a[k]["upper"] == pytest.approx(b[k]["upper"], rel=1e-12)
+        assert a[k]["lower"] == pytest.approx(b[k]["lower"], rel=1e-12)
+
+
+def test_local_workers_and_ray_give_the_same_records(digits, tmp_path):
+    ray = pytest.importorskip("ray")
+    m, X, y = digits
+    serial, local, viaray = tmp_path / "s.jsonl", tmp_path / "l.jsonl", tmp_path / "r.jsonl"
+    lipcert.certify_dataset(m, X[:24], 0.01, labels=y[:24], out=serial, batch_size=6, **FAST)
+    lipcert.certify_dataset(m, X[:24], 0.01, labels=y[:24], out=local, batch_size=6, workers=2, **FAST)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        s = lipcert.certify_dataset(m, X[:24], 0.01, labels=y[:24], out=viaray, batch_size=6, cluster="local", **FAST)
+        assert s.records == 24 and s.errors == 0
+        # resumable through Ray too
+        s = lipcert.certify_dataset(m, X[:24], [0.01, 0.02], labels=y[:24], out=viaray, batch_size=6, cluster="local",
+                                    **FAST)
+        assert s.done == 24 and s.skipped == 24
+    finally:
+        ray.shutdown()
+    a, b, c = by_key(read_records(serial)), by_key(read_records(local)), by_key(read_records(viaray))
+    for k in a:
+        assert a[k]["upper"] == b[k]["upper"] == c[k]["upper"]
+        assert a[k]["lower"] == b[k]["lower"] == c[k]["lower"]
+
+
+def test_cli_certify_dataset_and_report(digits, tmp_path):
+    import numpy as np
+    from typer.testing import CliRunner
+    from lipcert.cli.main import app
+    m, X, y = digits
+    np.save(tmp_path / "x.npy", X[:10].numpy())
+    np.save(tmp_path / "y.npy", y[:10].numpy())
+    torch.save(m, tmp_path / "m.pt")
+    r = CliRunner().invoke(app, ["certify-dataset", str(tmp_path / "m.pt"), "--inputs", str(tmp_path / "x.npy"),
+                                 "--labels", str(tmp_path / "y.npy"), "--eps", "0.005,0.01", "--out",
+                                 str(tmp_path / "r.jsonl"), "--domain", "0,1"])
+    assert r.exit_code == 0, r.output
+    assert len(read_records(tmp_path / "r.jsonl")) == 20
+    r = CliRunner().invoke(app, ["report", str(tmp_path / "r.jsonl"), "--out", str(tmp_path / "rep")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "rep" / "distribution.png").stat().st_size > 1000
