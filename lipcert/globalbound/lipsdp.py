@@ -127,14 +127,18 @@ def _initial(chain: Chain, expand):
     return None
 
 
-def lipsdp_fast(chain: Chain, outer: int = 20, inner: int = 100, layerwise: bool = False):
+def lipsdp_fast(chain: Chain, outer: int = 20, inner: int = 100, layerwise: bool = False, start=None):
     """Certified ``(L2 bound, lam)``: L-BFGS on ``log lam`` minimising the smoothed eigenvalue
     (log-sum-exp, temperature lowered over ``outer`` rounds from 2% to 0.002% of the best value),
     the exact eigenvalue of each round's end point certified by a Cholesky factorisation of
     ``-M``. An infeasible trial point (hidden block not negative definite) gets an infinite
     objective, which the line search backs away from."""
     expand, n_free = _pair_expand(chain)
-    lam0 = _initial(chain, expand)
+    if start is None and not layerwise:
+        # LipSDP-Layer first (few parameters, well conditioned); its multipliers are a feasible
+        # start for the per-neuron problem, whose value can then only improve on it
+        _, start = lipsdp_fast(chain, outer=outer, inner=inner, layerwise=True)
+    lam0 = _initial(chain, expand) if start is None else start
     if lam0 is None:
         raise SolverError("LipSDP: no feasible start point found")
     if layerwise:  # LipSDP-Layer: one multiplier per layer
