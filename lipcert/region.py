@@ -80,7 +80,7 @@ def make_box(x0: torch.Tensor, eps, domain) -> Interval:
             raise InvalidInput(f"eps must be a number, got {eps!r}") from None
         if not math.isfinite(e) or e < 0:
             raise InvalidInput(f"eps must be finite and >= 0, got {eps}")
-        eps_t = torch.tensor(e, dtype=x0.dtype)
+        eps_t = torch.tensor(e, dtype=x0.dtype, device=x0.device)
     lo, up = x0 - eps_t, x0 + eps_t
     if domain is not None:
         try:

@@ -75,7 +75,8 @@ def _direction(g: torch.Tensor, norm: str) -> torch.Tensor:
     flat = g.flatten(1)
     v = torch.zeros_like(flat)
     i = flat.abs().argmax(1)
-    v[torch.arange(len(i)), i] = torch.sign(flat[torch.arange(len(i)), i])
+    r = torch.arange(len(i), device=g.device)
+    v[r, i] = torch.sign(flat[r, i])
     return v.reshape(g.shape)
 
 
@@ -104,18 +105,19 @@ def attack(graph: Graph, box: Interval, x0: torch.Tensor, C: torch.Tensor, norm:
     width = up - lo
     best_gn = x0.new_zeros(B, K)
     best_pt = x0.unsqueeze(1).expand(B, K, *shape).clone()
+    ar = torch.arange(K, device=x0.device)
     for b in range(B):
         gen = torch.Generator(device="cpu").manual_seed(seed)
         u = torch.rand((samples,) + shape, generator=gen, dtype=x0.dtype).to(x0.device)
         pts = torch.cat([x0[b:b + 1], ((lo[b] + up[b]) / 2).unsqueeze(0), lo[b] + u * width[b]])
         gn = dual_norm(_grads(graph, pts, C), norm)  # [N, K]
         i = gn.argmax(0)
-        best_gn[b], best_pt[b] = gn[i, torch.arange(K)], pts[i]
+        best_gn[b], best_pt[b] = gn[i, ar], pts[i]
         if steps <= 0 or float(width[b].max()) <= 0:
             continue
         ns = min(starts, len(pts))
         top = gn.topk(ns, dim=0).indices.T.reshape(-1)  # [K * ns], class-major
-        cls = torch.arange(K).repeat_interleave(ns)
+        cls = ar.repeat_interleave(ns)
         rows = C[cls]  # own spec row per point
         x = pts[top].clone()
         step = width[b] / 8
@@ -129,10 +131,10 @@ def attack(graph: Graph, box: Interval, x0: torch.Tensor, C: torch.Tensor, norm:
             step = step * 0.85
             gn_x = dual_norm(_own_grads(graph, x, rows).unsqueeze(1), norm)[:, 0].reshape(K, ns)
             j = gn_x.argmax(1)
-            improve = gn_x[torch.arange(K), j] > best_gn[b]
+            improve = gn_x[ar, j] > best_gn[b]
             if improve.any():
-                cand = x.reshape(K, ns, *shape)[torch.arange(K), j]
-                best_gn[b] = torch.where(improve, gn_x[torch.arange(K), j], best_gn[b])
+                cand = x.reshape(K, ns, *shape)[ar, j]
+                best_gn[b] = torch.where(improve, gn_x[ar, j], best_gn[b])
                 best_pt[b] = torch.where(improve.reshape(K, *([1] * len(shape))), cand, best_pt[b])
     x1, x2, val = _witness_pairs(graph, box, best_pt, C, norm)
     return AttackResult(val, best_gn, x1, x2)

@@ -40,7 +40,7 @@ def make_setting(graph, gg, C, norm) -> Setting:
     relu_inputs = tuple(n.inputs[0] for n in graph.nodes if n.op in (ops.RELU, ops.LEAKY_RELU))
     relu_grads = tuple((n.name, n.inputs[0], n.inputs[1]) for n in gg.graph.nodes if n.op == ops.RELU_GRAD)
     in_shape = graph[graph.input].shape
-    weight = torch.ones(in_shape, dtype=C.dtype)
+    weight = torch.ones(in_shape, dtype=C.dtype, device=C.device)
     firsts = [n for n in graph.nodes if graph.input in n.inputs]
     if len(firsts) == 1 and firsts[0].op == ops.LINEAR:
         weight = firsts[0].attrs["weight"].abs().sum(0).reshape(in_shape)
@@ -54,7 +54,8 @@ def bound_domains(st: Setting, lo, up, splits: dict, cls, parent_fwd=None) -> Do
     box = Interval(lo, up)
     rctx = RelaxContext(splits)
     fb = compute_bounds(g, {g.input: box}, CROWN, ctx=rctx, intersect_with=parent_fwd)
-    infeasible = torch.zeros(D, dtype=torch.bool)
+    dev = lo.device
+    infeasible = torch.zeros(D, dtype=torch.bool, device=dev)
     for name, iv in fb.items():
         infeasible |= (iv.lower > iv.upper + 1e-9 * (1 + iv.upper.abs())).reshape(D, -1).any(1)
     record = {name: None for name, _, _ in st.relu_grads}
@@ -62,9 +63,9 @@ def bound_domains(st: Setting, lo, up, splits: dict, cls, parent_fwd=None) -> Do
                                gradient_graph=st.gg, record=record)
     ub = res.norm_upper[:, 0].clone()
     ub[infeasible] = -torch.inf
-    best = torch.full((D,), -torch.inf, dtype=lo.dtype)
-    pick = torch.zeros(D, 2, dtype=torch.long)
-    n_free = torch.zeros(D, dtype=torch.long)
+    best = torch.full((D,), -torch.inf, dtype=lo.dtype, device=dev)
+    pick = torch.zeros(D, 2, dtype=torch.long, device=dev)
+    n_free = torch.zeros(D, dtype=torch.long, device=dev)
     for rg, z, gname in st.relu_grads:
         zb, gb = fb[z], res.joint[gname]
         free = (zb.lower < 0) & (zb.upper > 0) & (splits[z] == 0)

@@ -59,17 +59,18 @@ def _split(st: Setting, parents: Domains, mode: str, hybrid_free: int = 8):
     ``hybrid_free`` unstable neurons and splits a ReLU after (near points where several kinks
     meet, boxes keep straddling them and bisection alone converges slowly)."""
     P = len(parents)
+    dev = parents.lo.device
     if mode == "relu":
-        use_input = torch.zeros(P, dtype=torch.bool)
+        use_input = torch.zeros(P, dtype=torch.bool, device=dev)
     elif mode == "input":
-        use_input = torch.ones(P, dtype=torch.bool)
+        use_input = torch.ones(P, dtype=torch.bool, device=dev)
     else:
         use_input = parents.n_free > hybrid_free
     use_input |= parents.score_relu == -torch.inf  # nothing unstable left: only the box can split
     lo = parents.lo.repeat(2, *([1] * (parents.lo.dim() - 1)))
     up = parents.up.repeat(2, *([1] * (parents.up.dim() - 1)))
     splits = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in parents.splits.items()}
-    rows = torch.arange(P)
+    rows = torch.arange(P, device=dev)
     # input bisection
     ii = rows[use_input]
     if len(ii):
@@ -101,7 +102,8 @@ def bab_search(st: Setting, box, root_upper: torch.Tensor, lower: float, best_pt
     in_shape = tuple(box.lower.shape[1:])
     d = box.lower[0].numel()
     dt = box.lower.dtype
-    per_lower = torch.zeros(K, dtype=dt)
+    dev = box.lower.device
+    per_lower = torch.zeros(K, dtype=dt, device=dev)
     pair = {}
 
     def improve_lower(pts, cls, lo_b, up_b):
@@ -114,21 +116,23 @@ def bab_search(st: Setting, box, root_upper: torch.Tensor, lower: float, best_pt
                 pair[k] = (x1[i].clone(), x2[i].clone())
         lower = max(lower, float(per_lower.max()))
 
-    improve_lower(best_pts, torch.arange(K), region_lo.expand(K, *in_shape), region_up.expand(K, *in_shape))
-    closed_max = torch.full((K,), -torch.inf, dtype=dt)  # settled or pruned domains, per class
+    improve_lower(best_pts, torch.arange(K, device=dev), region_lo.expand(K, *in_shape), region_up.expand(K, *in_shape))
+    closed_max = torch.full((K,), -torch.inf, dtype=dt, device=dev)  # settled or pruned domains, per class
 
     def zero_splits(D, fwd):
-        return {z: torch.zeros((D,) + tuple(fwd[z].lower.shape[1:]), dtype=torch.int8) for z in st.relu_inputs}
+        return {z: torch.zeros((D,) + tuple(fwd[z].lower.shape[1:]), dtype=torch.int8, device=dev)
+                for z in st.relu_inputs}
 
     # root domains, one per class still above the lower bound
-    cls = torch.arange(K)
+    cls = torch.arange(K, device=dev)
     lo = box.lower.expand(K, *in_shape).clone()
     up = box.upper.expand(K, *in_shape).clone()
     from ..engine.schedule import compute_bounds
     from .bounding import CROWN
     from ..rules import Interval
     fb0 = compute_bounds(st.graph, {st.graph.input: box}, CROWN)
-    splits0 = {z: torch.zeros((K,) + tuple(fb0[z].lower.shape[1:]), dtype=torch.int8) for z in st.relu_inputs}
+    splits0 = {z: torch.zeros((K,) + tuple(fb0[z].lower.shape[1:]), dtype=torch.int8, device=dev)
+               for z in st.relu_inputs}
     fwd0 = {k: Interval(v.lower.expand(K, *v.lower.shape[1:]), v.upper.expand(K, *v.upper.shape[1:])) for k, v in fb0.items()}
     doms = bound_domains(st, lo, up, splits0, cls, fwd0)
     doms.ub = torch.minimum(doms.ub, root_upper.to(dt))
@@ -153,8 +157,8 @@ def bab_search(st: Setting, box, root_upper: torch.Tensor, lower: float, best_pt
                 sel = settled.nonzero().flatten()
                 boxes = torch.stack([(doms.splits[z][sel] != 0).reshape(len(sel), -1).any(1)
                                      for z in st.relu_inputs]).any(0) == 0 if st.relu_inputs else \
-                    torch.ones(len(sel), dtype=torch.bool)
-                empty = torch.zeros(len(sel), dtype=torch.bool)
+                    torch.ones(len(sel), dtype=torch.bool, device=dev)
+                empty = torch.zeros(len(sel), dtype=torch.bool, device=dev)
                 if boxes.any():  # a plain box: f is affine on it, a witness at its centre is exact
                     b = sel[boxes]
                     improve_lower((doms.lo[b] + doms.up[b]) / 2, doms.cls[b], doms.lo[b], doms.up[b])
@@ -241,7 +245,7 @@ def _settle_patterns(st, doms, sel, lower, improve_lower):
     pattern's linear region (a witness pair there realises the domain's exact value) or proves
     the region empty. Returns the mask (over ``sel``) of empty domains."""
     from ..exact.pattern import interior_point
-    empty = torch.zeros(len(sel), dtype=torch.bool)
+    empty = torch.zeros(len(sel), dtype=torch.bool, device=sel.device)
     for n, j in enumerate(sel.tolist()):
         if doms.ub[j] <= lower:
             continue

@@ -59,7 +59,7 @@ def one_hot_spec(idx: torch.Tensor, batch: int, shape: tuple, like: torch.Tensor
     for s in shape:
         n *= s
     spec = like.new_zeros(idx.numel(), batch, n)
-    spec[torch.arange(idx.numel()), :, idx] = 1
+    spec[torch.arange(idx.numel(), device=idx.device), :, idx] = 1
     return spec.reshape(idx.numel(), batch, *shape)
 
 

@@ -48,6 +48,11 @@ def interior_point(graph, lo: torch.Tensor, up: torch.Tensor, phases: dict):
     """``(x [*in], margin)``: the point of the pattern's region farthest (in l2) from its
     hyperplanes and from the faces of the box ``[lo, up]`` of positive width. ``margin < 0``: the
     region is empty; ``margin == 0``: it has no interior."""
+    device = lo.device
+    if device.type != "cpu":  # the LP is solved on the CPU
+        graph = graph.to(device="cpu")
+        lo, up = lo.cpu(), up.cpu()
+        phases = {k: v.cpu() for k, v in phases.items()}
     aff = pattern_affine(graph, phases, lo.dtype)
     d = lo.numel()
     m = Model()
@@ -74,5 +79,5 @@ def interior_point(graph, lo: torch.Tensor, up: torch.Tensor, phases: dict):
     sol = m.solve(maximize=True)
     if sol.status == "infeasible" or sol.x is None:
         return None, -math.inf
-    pt = torch.tensor(sol.x[:d], dtype=lo.dtype).reshape(lo.shape)
+    pt = torch.tensor(sol.x[:d], dtype=lo.dtype).reshape(lo.shape).to(device)
     return pt, float(sol.x[d])

@@ -84,7 +84,7 @@ def build_gradient_graph(fwd: Graph, relu_mode: str = "chord") -> GradientGraph:
                 if c == 1:
                     send(inp, g)
                 else:
-                    sc = torch.full(fwd[inp].shape, float(c), dtype=_dtype(fwd))
+                    sc = torch.full(fwd[inp].shape, float(c), dtype=_dtype(fwd), device=_device(fwd))
                     send(inp, emit(node.name, ops.AFFINE, [g], {"scale": sc, "shift": torch.zeros_like(sc)}, fwd[inp].shape))
         elif node.op == ops.SLICE:
             send(x, emit(node.name, ops.SLICE_T, [g], dict(node.attrs), xshape))
@@ -119,6 +119,14 @@ def _dtype(g: Graph):
             if isinstance(v, torch.Tensor) and v.is_floating_point():
                 return v.dtype
     return torch.get_default_dtype()
+
+
+def _device(g: Graph):
+    for n in g.nodes:
+        for v in n.attrs.values():
+            if isinstance(v, torch.Tensor):
+                return v.device
+    return torch.device("cpu")
 
 
 def _output_padding(in_hw, out_hw, k_hw, a):

@@ -47,17 +47,18 @@ def op_norm(graph: Graph, node, p: str) -> float:
     """``||M||_{p->p}`` of a linear op (LINEAR or CONV2D, bias ignored)."""
     in_shape = graph[node.inputs[0]].shape
     dt = node.attrs["weight"].dtype
+    dev = node.attrs["weight"].device
     if p == "inf":
-        return float(_abs_apply(node, torch.ones((1,) + in_shape, dtype=dt)).max())
+        return float(_abs_apply(node, torch.ones((1,) + in_shape, dtype=dt, device=dev)).max())
     if p == "1":
-        return float(_abs_apply_t(node, torch.ones((1,) + node.shape, dtype=dt), in_shape).max())
+        return float(_abs_apply_t(node, torch.ones((1,) + node.shape, dtype=dt, device=dev), in_shape).max())
     if node.op == ops.LINEAR:
         return float(torch.linalg.matrix_norm(node.attrs["weight"], ord=2))
     n_in = math.prod(in_shape)
     if n_in <= DENSE_LIMIT:
-        eye = torch.eye(n_in, dtype=dt).reshape(n_in, *in_shape)
+        eye = torch.eye(n_in, dtype=dt, device=dev).reshape(n_in, *in_shape)
         M = lookup(node).forward(node, eye) - (0 if node.attrs.get("bias") is None else
-                                              lookup(node).forward(node, torch.zeros((1,) + in_shape, dtype=dt)))
+                                              lookup(node).forward(node, torch.zeros((1,) + in_shape, dtype=dt, device=dev)))
         return float(torch.linalg.matrix_norm(M.reshape(n_in, -1), ord=2))
     return math.sqrt(op_norm(graph, node, "inf") * op_norm(graph, node, "1"))
 
