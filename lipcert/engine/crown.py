@@ -35,8 +35,10 @@ def _pass_through(A, relax, upper: bool):
     """Coefficients for a node's inputs and the constant term, from its relaxation.
 
     For an upper bound a positive coefficient takes the upper relaxation and a negative one the
-    lower relaxation; for a lower bound the reverse."""
-    pos, neg = A.clamp(min=0), A.clamp(max=0)
+    lower relaxation; for a lower bound the reverse. Written as
+    ``A * other + max(A, 0) * (main - other)`` (one clamp; ``other`` is the slope a negative
+    coefficient takes), which is the same sum."""
+    pos = A.clamp(min=0)
     if upper:
         main_s, main_b, other_s, other_b = relax.upper_slopes, relax.upper_bias, relax.lower_slopes, relax.lower_bias
     else:
@@ -46,13 +48,10 @@ def _pass_through(A, relax, upper: bool):
         if ms is None and os_ is None:
             outs.append(None)
             continue
-        term = 0
-        if ms is not None:
-            term = term + pos * ms
-        if os_ is not None:
-            term = term + neg * os_
-        outs.append(term)
-    const = (pos * main_b + neg * other_b).flatten(2).sum(-1)
+        ms = 0 if ms is None else ms
+        os_ = 0 if os_ is None else os_
+        outs.append(A * os_ + pos * (ms - os_))
+    const = (A * other_b + pos * (main_b - other_b)).flatten(2).sum(-1)
     return outs, const
 
 
