@@ -1,6 +1,5 @@
 """Dataset certification: same certificates as single calls, resumable after SIGKILL, errors
 recorded, local processes and Ray give the same records."""
-import json
 import os
 import signal
 import subprocess

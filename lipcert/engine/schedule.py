@@ -12,7 +12,6 @@ from typing import Optional
 
 import torch
 
-from ..graph import ops
 from ..graph.ir import Graph
 from ..rules import Interval, RelaxContext, lookup
 from .alpha import optimize_alpha

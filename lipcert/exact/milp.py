@@ -239,7 +239,7 @@ def _witness_from_solution(graph, box, c, norm, xsol, xv, delta, fwd_bounds, b):
     phases = {}
     for name, d in delta.items():
         iv = fwd_bounds[name]
-        zl, zu = iv.lower[b].flatten(), iv.upper[b].flatten()
+        zl = iv.lower[b].flatten()
         ph = (zl > 0).to(torch.int8)
         for j, var in enumerate(d.tolist()):
             if var >= 0:

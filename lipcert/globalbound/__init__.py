@@ -1,7 +1,6 @@
 """Global (region-free) Lipschitz bounds: naive products of layer norms and LipSDP."""
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 

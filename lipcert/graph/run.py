@@ -1,7 +1,6 @@
 """Concrete evaluation of a Graph (the interpreter used by tests, attacks and BaB)."""
 from __future__ import annotations
 
-import torch
 
 from ..rules import lookup
 from .ir import Graph

@@ -13,7 +13,6 @@ import torch
 from ..engine.config import BoundConfig
 from ..engine.schedule import compute_bounds, spec_bounds
 from ..gradient import build_gradient_graph
-from ..graph import ops
 from ..rules import Interval, RelaxContext
 from .norms import finish, interval_norm, linear_norm_spec
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 

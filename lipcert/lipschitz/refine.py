@@ -7,7 +7,6 @@ import torch
 
 from ..attack.pgd import attack
 from ..bab import BaBConfig, bab_search, make_setting
-from ..errors import InvalidInput
 from ..gradient import build_gradient_graph
 from ..report.certificate import Certificate
 from .jacobian import jacobian_bounds_pass
