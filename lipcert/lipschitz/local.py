@@ -39,7 +39,7 @@ def spec_matrix(prob: Problem, outputs) -> torch.Tensor:
 
 
 def local_lipschitz(model, x0, eps, norm="inf", domain=None, outputs=None, method: str = "alpha-crown", *,
-                    bab_time: Optional[float] = None, attack_steps: int = 30, attack_samples: int = 1024,
+                    bab_time: Optional[float] = None, attack_steps: int = 30, attack_samples: int | None = None,
                     alpha_steps: int = 20, dtype=torch.float64, device=None, max_memory_gb: float = 2.0,
                     seed: int = 0, **options):
     """Certified interval on the local Lipschitz constant of ``model`` on the region

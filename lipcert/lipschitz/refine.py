@@ -14,7 +14,7 @@ from .naive import naive_bound
 
 
 def run_refined(method, prob, C, norm, *, bab_time=None, seed=0, alpha_steps=20, max_memory_gb=2.0, t0=None,
-                rtol=1e-3, batch=64, split="auto", progress=False, attack_steps=30, attack_samples=1024,
+                rtol=1e-3, batch=64, split="auto", progress=False, attack_steps=30, attack_samples=None,
                 time_limit=None, mip_gap=1e-6, max_domains=200_000):
     t0 = t0 or time.perf_counter()
     B = prob.x0.shape[0]
