@@ -242,20 +242,25 @@ class _Bar:
         self.bar = None
         self.sum = 0.0
         self.n = 0
+        self.seen = 0
+        self.t0 = time.perf_counter()
         if on and total:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
             self.bar = Progress(TextColumn("certifying"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.description}"), TimeRemainingColumn())
+                                TextColumn("{task.description}"), TextColumn("ETA"), TimeRemainingColumn())
             self.task = self.bar.add_task("", total=total)
             self.bar.start()
 
     def advance(self, r):
         if self.bar is None:
             return
+        self.seen += 1
         if r.get("error") is None:
             self.sum += r["upper"]
             self.n += 1
-        self.bar.update(self.task, advance=1, description=f"mean upper {self.sum / max(self.n, 1):.4g}")
+        rate = self.seen / max(time.perf_counter() - self.t0, 1e-9)
+        self.bar.update(self.task, advance=1,
+                        description=f"{rate:.1f} points/s, mean upper {self.sum / max(self.n, 1):.4g}")
 
     def close(self):
         if self.bar is not None:
