@@ -5,6 +5,9 @@ Records: one JSON object per line per ``(index, eps)``, written by a single writ
 (and fsync'ed) after every batch, so a run killed with SIGKILL loses at most the batches in
 flight; a torn last line is cut off when the file is reopened. Rerunning with the same ``out``
 skips every ``(index, eps)`` already recorded. An input that fails is recorded with its error.
+An ``out`` ending in ``.parquet`` gets the same JSON-lines journal next to it
+(``NAME.parquet.journal.jsonl``, the resumable record) and the Parquet table (``pyarrow``) is
+rewritten atomically from the journal when a run ends.
 
 With labels, each record also has the prediction and a certified radius: on the ball of radius
 ``eps`` the logit margin ``f_y - f_j`` changes by at most ``(U_y + U_j) ||x - x0||_inf`` (``U``
@@ -78,6 +81,27 @@ def read_records(path) -> list:
             except json.JSONDecodeError:
                 break
     return out
+
+
+def journal_path(out: Path) -> Path:
+    """Where records are appended: ``out`` itself, or a JSON-lines journal beside a Parquet file."""
+    out = Path(out)
+    return out.with_name(out.name + ".journal.jsonl") if out.suffix == ".parquet" else out
+
+
+def write_parquet(records: list, out: Path) -> None:
+    """All records as one Parquet table (columns: the union of the records' fields), written to a
+    temporary file and renamed, so ``out`` is always a complete table."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as e:  # pragma: no cover
+        raise InvalidInput("Parquet output needs pyarrow: pip install pyarrow, or use a .jsonl file") from e
+    keys = list(dict.fromkeys(k for r in records for k in r))
+    table = pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in records])
+    tmp = out.with_name(out.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, out)
 
 
 def _repair(path: Path) -> None:
@@ -160,11 +184,11 @@ def certify_dataset(model, inputs, eps, *, method: str = "crown", norm="inf", la
             (items ``x`` or ``(x, label)``).
         eps: a radius or a list of radii.
         labels: optional ``[N]`` labels (records then carry a certified radius).
-        out: results file (``.jsonl``); required.
+        out: results file (``.jsonl``, or ``.parquet`` with a JSON-lines journal beside it); required.
         workers: local processes (without Ray); cluster: ``"auto"``, ``"local"`` or a Ray address.
     """
     if out is None:
-        raise InvalidInput("certify_dataset needs out=PATH (a .jsonl file)")
+        raise InvalidInput("certify_dataset needs out=PATH (a .jsonl or .parquet file)")
     if isinstance(model, (str, os.PathLike)):
         from .io import load
         model = load(model)
@@ -183,8 +207,12 @@ def certify_dataset(model, inputs, eps, *, method: str = "crown", norm="inf", la
         raise InvalidInput(f"eps must be finite and >= 0, got {eps_list}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _repair(out)
-    have = {(r["index"], r["eps"]) for r in read_records(out)}
+    journal = journal_path(out)
+    if journal != out and out.exists() and not journal.exists():   # a Parquet file without its journal
+        with open(journal, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in read_records(out))
+    _repair(journal)
+    have = {(r["index"], r["eps"]) for r in read_records(journal)}
     kw = dict(method=method, norm=norm, domain=domain, **options)
     tasks = []
     for e in eps_list:
@@ -196,7 +224,7 @@ def certify_dataset(model, inputs, eps, *, method: str = "crown", norm="inf", la
     t0 = time.perf_counter()
     done = errors = 0
     bar = _Bar(progress, sum(len(t[2]) for t in tasks))
-    with open(out, "a") as f:
+    with open(journal, "a") as f:
         for recs in _results(tasks, workers, cluster):
             for r in recs:
                 f.write(json.dumps(r) + "\n")
@@ -206,7 +234,10 @@ def certify_dataset(model, inputs, eps, *, method: str = "crown", norm="inf", la
             f.flush()
             os.fsync(f.fileno())
     bar.close()
-    return summarize(read_records(out), done=done, skipped=skipped, seconds=time.perf_counter() - t0,
+    records = read_records(journal)
+    if journal != out:
+        write_parquet(records, out)
+    return summarize(records, done=done, skipped=skipped, seconds=time.perf_counter() - t0,
                      total=len(X) * len(eps_list))
 
 

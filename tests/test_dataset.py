@@ -137,3 +137,34 @@ def test_cli_certify_dataset_and_report(digits, tmp_path):
     r = CliRunner().invoke(app, ["report", str(tmp_path / "r.jsonl"), "--out", str(tmp_path / "rep")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "rep" / "distribution.png").stat().st_size > 1000
+
+
+def test_parquet_output_resumes_from_its_journal_and_reports(digits, tmp_path):
+    import numpy as np
+    from typer.testing import CliRunner
+    from lipcert.cli.main import app
+    from lipcert.dataset import journal_path
+    m, X, y = digits
+    out = tmp_path / "results.parquet"
+    Xb = X[:5].clone()
+    Xb[1, 3] = float("nan")                    # an error record: its fields differ from the others
+    lipcert.certify_dataset(m, Xb[:3], 0.01, labels=y[:3], out=out, **FAST)
+    assert len(read_records(out)) == 3 and len(read_records(journal_path(out))) == 3
+    s = lipcert.certify_dataset(m, Xb, [0.01, 0.02], labels=y[:5], out=out, **FAST)
+    assert s.skipped == 3 and s.done == 7 and s.errors == 2
+    table = read_records(out)                  # the Parquet table: one row per (input, eps)
+    assert sorted((r["index"], r["eps"]) for r in table) == [(i, e) for i in range(5) for e in (0.01, 0.02)]
+    def strip(recs):  # a table row has every column; absent fields read back as None
+        return {k: {f: v for f, v in r.items() if v is not None} for k, r in by_key(recs).items()}
+    assert strip(table) == strip(read_records(journal_path(out)))
+    journal_path(out).unlink()                 # the table alone is enough to resume from
+    s = lipcert.certify_dataset(m, Xb, [0.01, 0.02], labels=y[:5], out=out, **FAST)
+    assert s.done == 0 and s.skipped == 10
+    np.save(tmp_path / "x.npy", X[:4].numpy())
+    torch.save(m, tmp_path / "m.pt")
+    r = CliRunner().invoke(app, ["certify-dataset", str(tmp_path / "m.pt"), "--inputs", str(tmp_path / "x.npy"),
+                                 "--eps", "0.01", "--out", str(tmp_path / "cli.parquet")])
+    assert r.exit_code == 0, r.output
+    assert len(read_records(tmp_path / "cli.parquet")) == 4
+    r = CliRunner().invoke(app, ["report", str(tmp_path / "cli.parquet"), "--out", str(tmp_path / "rep")])
+    assert r.exit_code == 0, r.output

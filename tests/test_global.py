@@ -6,7 +6,7 @@ import torch.nn as nn
 
 import lipcert
 from lipcert.globalbound.chain import chain_of
-from lipcert.globalbound.lipsdp import certify, lipsdp_cvxpy, lipsdp_fast
+from lipcert.globalbound.lipsdp import certify, lipsdp_cvxpy, lipsdp_fast, lipsdp_ipm
 from lipcert.layers import GroupSort, MaxMin
 
 from nets import mlp
@@ -30,8 +30,12 @@ def test_fast_lipsdp_matches_cvxpy_and_orders(sizes, act):
     layer = lipcert.global_lipschitz(net, 2, "lipsdp-layer")
     assert fast.value <= naive.value * (1 + 1e-9)
     assert fast.value >= ref * (1 - 1e-4)             # the reference is the optimum of the same SDP
-    assert fast.value <= ref * 1.01                   # acceptance: within 1% of the reference
+    assert fast.value <= ref * (1 + 1e-4)             # the interior-point solver reaches the optimum
     assert layer.value >= ref * (1 - 1e-4)            # fewer multipliers: never below the neuron SDP
+    ref_layer, _ = lipsdp_cvxpy(ch, "CLARABEL", layerwise=True)
+    assert ref_layer * (1 - 1e-4) <= layer.value <= ref_layer * (1 + 1e-4)
+    lbfgs = lipcert.global_lipschitz(net, 2, "lipsdp", solver="lbfgs")
+    assert ref * (1 - 1e-4) <= lbfgs.value <= naive.value * (1 + 1e-9)
     seen = sampled_l2(net, sizes[0])
     assert seen <= fast.value * (1 + 1e-6)
     x0 = torch.randn(sizes[0])
@@ -39,6 +43,43 @@ def test_fast_lipsdp_matches_cvxpy_and_orders(sizes, act):
         loc = lipcert.local_lipschitz(net, x0, eps, norm=2, method="crown", attack_steps=5)
         assert loc.lower <= fast.value * (1 + 1e-6)
     assert naive.value >= lipcert.local_lipschitz(net, x0, 0.0, norm=2, method="naive").upper * (1 - 1e-9)
+
+
+def test_ipm_on_pruned_net_with_dead_and_duplicate_neurons():
+    """Zero rows (dead neurons), zero columns (unused neurons) and repeated rows make the LMI's
+    multipliers partly free or redundant: the solver must still reach the reference."""
+    net = mlp([3, 12, 12, 2], "relu", seed=4)
+    with torch.no_grad():
+        net[0].weight[:3] = 0
+        net[0].bias[:3] = 0
+        net[2].weight[:, 3:5] = 0
+        net[2].weight[6] = net[2].weight[7]
+        net[4].weight[:, :2] = 0
+    ch = chain_of(net)
+    ref, _ = lipsdp_cvxpy(ch, "CLARABEL")
+    value, lam, info = lipsdp_ipm(ch)
+    assert ref * (1 - 1e-4) <= value <= ref * (1 + 1e-4)
+    assert info["primal_residual"] < 1e-6 and abs(info["rho_lower"] ** 0.5 / ref - 1) < 1e-4
+    assert certify(ch, lam, value ** 2) and not certify(ch, lam, (value * 0.999) ** 2)
+    assert sampled_l2(net, 3) <= value * (1 + 1e-6)
+
+
+def test_lipsdp_2_64_64_64_2_reaches_the_sdp_optimum():
+    """Issue acceptance: sampled gradient norm <= LipSDP <= naive, and within 1% of the SDP optimum.
+    The generic cvxpy solve of this net takes minutes (388 s here; benchmarks/global.py), so the
+    optimum is bounded from below by the interior-point method's primal iterate instead (weak
+    duality: a feasible X gives rho_opt >= -tr(C X)), and on the smaller nets above the same solver
+    is compared with Clarabel directly."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                        nn.Linear(64, 2)).eval()
+    g = lipcert.global_lipschitz(net, 2, "lipsdp")
+    naive = lipcert.global_lipschitz(net, 2, "naive").value
+    assert sampled_l2(net, 2, n=50000) <= g.value <= naive
+    assert g.details["primal_residual"] < 1e-6
+    assert 0 <= g.details["gap"] < 1e-3
+    value, lam, _ = lipsdp_ipm(chain_of(net))
+    assert certify(chain_of(net), lam, value ** 2)
 
 
 def test_every_accepted_iterate_is_a_certificate():

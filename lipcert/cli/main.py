@@ -253,7 +253,7 @@ def demo(debug: bool = typer.Option(False, "--debug"),
 @app.command("certify-dataset")
 def certify_dataset_cmd(model: str, inputs: str = typer.Option(..., "--inputs", help=".npy/.pt/.csv, one input per row"),
                         eps: str = typer.Option(..., "--eps", help="radius or comma-separated radii"),
-                        out_path: Path = typer.Option(..., "--out", help="results file (.jsonl), resumable"),
+                        out_path: Path = typer.Option(..., "--out", help="results file (.jsonl, or .parquet with a .journal.jsonl beside it), resumable"),
                         labels: Optional[str] = typer.Option(None, "--labels", help=".npy/.pt/.csv labels"),
                         method: str = typer.Option("crown", "--method"), norm: str = typer.Option("inf", "--norm"),
                         domain: Optional[str] = typer.Option(None, "--domain"),
