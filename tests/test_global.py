@@ -77,7 +77,7 @@ def test_lipsdp_2_64_64_64_2_reaches_the_sdp_optimum():
     naive = lipcert.global_lipschitz(net, 2, "naive").value
     assert sampled_l2(net, 2, n=50000) <= g.value <= naive
     assert g.details["primal_residual"] < 1e-6
-    assert 0 <= g.details["gap"] < 1e-3
+    assert -1e-6 < g.details["gap"] < 1e-3            # (a dual estimate: may dip below 0 by rounding)
     value, lam, _ = lipsdp_ipm(chain_of(net))
     assert certify(chain_of(net), lam, value ** 2)
 

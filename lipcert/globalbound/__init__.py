@@ -43,7 +43,7 @@ def naive_chain(chain, norm):
 
 
 def global_lipschitz(model, norm=2, method: str = "lipsdp", *, input_shape=None, solver: str = "ipm",
-                     rounds: int = 20) -> GlobalBound:
+                     rounds: int = 20, device=None) -> GlobalBound:
     """Certified global Lipschitz constant of an ``nn.Sequential`` chain (output norm = input norm).
 
     Args:
@@ -55,6 +55,7 @@ def global_lipschitz(model, norm=2, method: str = "lipsdp", *, input_shape=None,
             style), or "clarabel"/"scs" (the generic cvxpy reference; small nets only). The "ipm" and
             "lbfgs" values are the Schur-complement eigenvalue of the multipliers found, certified by a
             Cholesky factorisation; "fast" is an alias of "ipm".
+        device: where the LipSDP solvers run ("cpu", "cuda", ...); by default the model's device.
     """
     from ..lipschitz.norms import parse_norm
     norm = parse_norm(norm)
@@ -63,7 +64,11 @@ def global_lipschitz(model, norm=2, method: str = "lipsdp", *, input_shape=None,
     from ..graph import check_model
     check_model(model)
     t0 = time.perf_counter()
-    chain = chain_of(model, input_shape)
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if solver in ("clarabel", "scs"):
+        device = "cpu"                     # cvxpy takes numpy arrays
+    chain = chain_of(model, input_shape, device=device)
     naive = naive_chain(chain, norm)
     if method == "naive":
         return GlobalBound(naive, method, norm, time.perf_counter() - t0, {"layers": len(chain.weights)})

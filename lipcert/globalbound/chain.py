@@ -51,7 +51,7 @@ def _dense(layer, in_shape):
     """Dense matrix (no bias) of an affine layer on inputs of ``in_shape`` and its output shape."""
     n = math.prod(in_shape)
     eye = torch.eye(n, dtype=torch.float64).reshape(n, *in_shape)
-    layer = copy.deepcopy(layer).double()  # never change the user's model
+    layer = copy.deepcopy(layer).double().cpu()  # never change the user's model
     with torch.no_grad():
         zero = layer(torch.zeros(1, *in_shape, dtype=torch.float64))
         out = layer(eye) - zero
@@ -69,8 +69,9 @@ def _pairs(m, shape):
     return torch.stack([a, b], 1)
 
 
-def chain_of(model: nn.Module, input_shape=None) -> Chain:
-    """The chain of a Sequential-like model; raises UnsupportedOperation for anything else."""
+def chain_of(model: nn.Module, input_shape=None, device=None) -> Chain:
+    """The chain of a Sequential-like model (float64 weights on ``device``, CPU by default); raises
+    UnsupportedOperation for anything else."""
     layers = list(_flatten(model))
     if input_shape is None:
         first = next((m for m in layers if isinstance(m, (nn.Linear, nn.Conv2d))), None)
@@ -105,4 +106,9 @@ def chain_of(model: nn.Module, input_shape=None) -> Chain:
     if pending is None:
         raise UnsupportedOperation([("output", "activation")], detail="the chain must end with an affine layer")
     weights.append(pending)
+    if device is not None:
+        weights = [W.to(device) for W in weights]
+        for a in acts:
+            if a.pairs is not None:
+                a.pairs = a.pairs.to(device)
     return Chain(weights, acts, tuple(input_shape))

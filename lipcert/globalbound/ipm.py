@@ -32,19 +32,20 @@ def atoms(chain: Chain):
     n0, sizes, starts = _blocks(chain)
     m = sum(sizes)
     n = n0 + m
-    U = torch.zeros(n, m, 2, dtype=torch.float64)
-    D = torch.zeros(m, 2, 2, dtype=torch.float64)
+    dev = chain.weights[0].device
+    U = torch.zeros(n, m, 2, dtype=torch.float64, device=dev)
+    D = torch.zeros(m, 2, 2, dtype=torch.float64, device=dev)
     prev, off = slice(0, n0), 0
     for k, (W, act) in enumerate(zip(chain.weights[:-1], chain.acts)):
         s = sizes[k]
-        idx = torch.arange(off, off + s)
-        U[starts[k] + torch.arange(s), idx, 0] = 1.0
+        idx = torch.arange(off, off + s, device=dev)
+        U[starts[k] + torch.arange(s, device=dev), idx, 0] = 1.0
         U[prev, off:off + s, 1] = W.T.to(torch.float64)
         if act.kind == "slope":
             a, b = act.alpha, act.beta
-            D[idx] = torch.tensor([[-1.0, (a + b) / 2], [(a + b) / 2, -a * b]], dtype=torch.float64)
+            D[idx] = torch.tensor([[-1.0, (a + b) / 2], [(a + b) / 2, -a * b]], dtype=torch.float64, device=dev)
         else:  # MaxMin/GroupSort pairs: |v|^2 - |h|^2 per neuron, the pair sharing its multiplier
-            D[idx] = torch.tensor([[-1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+            D[idx] = torch.tensor([[-1.0, 0.0], [0.0, 1.0]], dtype=torch.float64, device=dev)
         prev = slice(starts[k], starts[k] + s)
         off += s
     return U, D
@@ -69,10 +70,11 @@ class _Problem:
         self.n, self.m = U.shape[0], U.shape[1]
         self.n0 = chain.weights[0].shape[1]
         self.Uf = U.reshape(self.n, 2 * self.m)
-        self.Sg = torch.zeros(self.m, n_free, dtype=torch.float64)     # neuron -> free multiplier
-        self.Sg[torch.arange(self.m), owner] = 1.0
-        self.zero = assemble(chain, torch.zeros(self.m, dtype=torch.float64), 0.0)
-        self.b = torch.zeros(n_free + 1, dtype=torch.float64)
+        dev = self.dev = chain.weights[0].device
+        self.Sg = torch.zeros(self.m, n_free, dtype=torch.float64, device=dev)     # neuron -> free multiplier
+        self.Sg[torch.arange(self.m, device=dev), owner] = 1.0
+        self.zero = assemble(chain, torch.zeros(self.m, dtype=torch.float64, device=dev), 0.0)
+        self.b = torch.zeros(n_free + 1, dtype=torch.float64, device=dev)
         self.b[0] = -1.0
 
     def slack(self, y):
@@ -99,7 +101,7 @@ class _Problem:
         M_atom = torch.einsum("iakc,kcia->ik", Q1, Q2)
         XU0, SU0 = XU[:n0].reshape(n0, m, 2), SU[:n0].reshape(n0, m, 2)
         r_atom = -torch.einsum("iab,kib,kia->i", self.D, SU0, XU0)
-        M = torch.empty(self.n_free + 1, self.n_free + 1, dtype=torch.float64)
+        M = torch.empty(self.n_free + 1, self.n_free + 1, dtype=torch.float64, device=self.dev)
         M[0, 0] = (X[:n0, :n0] * Sinv[:n0, :n0]).sum()
         M[0, 1:] = M[1:, 0] = self.Sg.T @ r_atom
         M[1:, 1:] = self.Sg.T @ M_atom @ self.Sg
@@ -114,20 +116,20 @@ def ipm_lipsdp(chain: Chain, owner: torch.Tensor, n_free: int, lam0: torch.Tenso
     a small residual it measures how far the multipliers are from the SDP optimum. (It bounds the
     SDP, not the Lipschitz constant: the certificate is the multipliers' upper bound.)"""
     P = _Problem(chain, owner, n_free)
-    y = torch.cat([torch.tensor([rho0], dtype=torch.float64), lam0.to(torch.float64)])
+    y = torch.cat([torch.tensor([rho0], dtype=torch.float64, device=P.dev), lam0.to(P.dev, torch.float64)])
     S = P.slack(y)
     LS, info = torch.linalg.cholesky_ex(S)
     if int(info) != 0:
         return lam0[owner], {"iterations": 0, "primal_residual": float("inf"), "rho_lower": 0.0}
     n, N = P.n, P.n + n_free
-    X = torch.eye(n, dtype=torch.float64) / P.n0           # tr(E X) = 1 at the start
+    X = torch.eye(n, dtype=torch.float64, device=P.dev) / P.n0           # tr(E X) = 1 at the start
     mu0 = float((X * S).sum()) / n
     x = mu0 / y[1:]                                          # centred LP part: x_j s_j = mu0
     it = 0
     for it in range(max_iter):
         s = y[1:]
         mu = (float((X * S).sum()) + float(x @ s)) / N
-        r_p = P.b - P.apply(X) + torch.cat([torch.zeros(1, dtype=torch.float64), x])
+        r_p = P.b - P.apply(X) + torch.cat([torch.zeros(1, dtype=torch.float64, device=P.dev), x])
         if mu * N <= tol * max(abs(float(y[0])), 1e-12) and float(r_p.abs().max()) <= 1e-7:
             break
         Sinv = torch.cholesky_inverse(LS)
@@ -175,7 +177,7 @@ def ipm_lipsdp(chain: Chain, owner: torch.Tensor, n_free: int, lam0: torch.Tenso
         y, S, LS = y_new, S_new, LS_new
         X = X + ap * dX
         x = x + ap * dx
-    r_p = P.b - P.apply(X) + torch.cat([torch.zeros(1, dtype=torch.float64), x])
+    r_p = P.b - P.apply(X) + torch.cat([torch.zeros(1, dtype=torch.float64, device=P.dev), x])
     C = P.slack(torch.zeros_like(y))
     info = {"iterations": it + 1, "primal_residual": float(r_p.abs().max()), "rho_lower": float(-(C * X).sum())}
     return y[1:][owner], info

@@ -42,7 +42,8 @@ def assemble(chain: Chain, lam: torch.Tensor, rho) -> torch.Tensor:
     """``M(rho, lam)`` (dense, float64); ``lam`` has one entry per hidden neuron (pairs share it)."""
     n0, sizes, starts = _blocks(chain)
     n = n0 + sum(sizes)
-    M = torch.zeros(n, n, dtype=torch.float64)
+    dev = chain.weights[0].device
+    M = torch.zeros(n, n, dtype=torch.float64, device=dev)
     prev = slice(0, n0)
     off = 0
     for k, (W, act) in enumerate(zip(chain.weights[:-1], chain.acts)):
@@ -63,7 +64,7 @@ def assemble(chain: Chain, lam: torch.Tensor, rho) -> torch.Tensor:
         prev = cur
     WL = chain.weights[-1]
     M[prev, prev] += WL.T @ WL
-    M[:n0, :n0] -= rho * torch.eye(n0, dtype=torch.float64)
+    M[:n0, :n0] -= rho * torch.eye(n0, dtype=torch.float64, device=dev)
     return M
 
 
@@ -94,17 +95,17 @@ def certify(chain: Chain, lam: torch.Tensor, rho: float) -> bool:
 
 def _pair_expand(chain: Chain):
     """Map from free multipliers to per-neuron ones (pairs share theirs)."""
-    index, count = [], 0
+    index, count, dev = [], 0, chain.weights[0].device
     for W, act in zip(chain.weights[:-1], chain.acts):
         n = W.shape[0]
         if act.kind == "slope":
-            index.append(torch.arange(count, count + n))
+            index.append(torch.arange(count, count + n, device=dev))
             count += n
         else:
-            owner = torch.empty(n, dtype=torch.long)
+            owner = torch.empty(n, dtype=torch.long, device=dev)
             p = act.pairs
-            owner[p[:, 0]] = torch.arange(count, count + len(p))
-            owner[p[:, 1]] = torch.arange(count, count + len(p))
+            owner[p[:, 0]] = torch.arange(count, count + len(p), device=dev)
+            owner[p[:, 1]] = torch.arange(count, count + len(p), device=dev)
             index.append(owner)
             count += len(p)
     return torch.cat(index), count
@@ -128,7 +129,8 @@ def _initial(chain: Chain, expand):
             act = chain.acts[k]
             c = (act.alpha + act.beta) ** 2 + 2 * max(-act.alpha * act.beta, 0.0) if act.kind == "slope" else 2.0
             req = c * t[k] * norms[k] ** 2
-        lam = torch.cat([torch.full((W.shape[0],), t[k], dtype=torch.float64) for k, W in enumerate(chain.weights[:-1])])
+        lam = torch.cat([torch.full((W.shape[0],), t[k], dtype=torch.float64, device=W.device)
+                         for k, W in enumerate(chain.weights[:-1])])
         if schur_rho(chain, lam) is not None:
             return lam
     return None
@@ -150,11 +152,12 @@ def lipsdp_fast(chain: Chain, outer: int = 20, inner: int = 100, layerwise: bool
         raise SolverError("LipSDP: no feasible start point found")
     if layerwise:  # LipSDP-Layer: one multiplier per layer
         sizes = [W.shape[0] for W in chain.weights[:-1]]
-        owner = torch.cat([torch.full((s,), k) for k, s in enumerate(sizes)])
+        owner = torch.cat([torch.full((s,), k, device=lam0.device) for k, s in enumerate(sizes)])
         free0 = torch.stack([lam0[owner == k].mean() for k in range(len(sizes))])
     else:
         owner = expand
-        free0 = torch.zeros(n_free, dtype=torch.float64).scatter_reduce(0, expand, lam0, "amax", include_self=False)
+        free0 = torch.zeros(n_free, dtype=torch.float64, device=lam0.device).scatter_reduce(
+            0, expand, lam0, "amax", include_self=False)
     theta = free0.log().clone().requires_grad_(True)
     best_rho, best_lam = math.inf, None
 
@@ -181,7 +184,7 @@ def lipsdp_fast(chain: Chain, outer: int = 20, inner: int = 100, layerwise: bool
             with torch.enable_grad():
                 r = schur_rho(chain, theta.exp()[owner], temperature=temp, barrier=0.1 * temp / n_hidden)
                 if r is None:
-                    return torch.tensor(math.inf, dtype=torch.float64)
+                    return torch.tensor(math.inf, dtype=torch.float64, device=theta.device)
                 r.backward()
             return r
 
@@ -235,7 +238,7 @@ def _owner(chain: Chain, layerwise: bool):
     expand, n_free = _pair_expand(chain)
     if layerwise:
         sizes = [W.shape[0] for W in chain.weights[:-1]]
-        return torch.cat([torch.full((s,), k) for k, s in enumerate(sizes)]), len(sizes)
+        return torch.cat([torch.full((s,), k, device=expand.device) for k, s in enumerate(sizes)]), len(sizes)
     return expand, n_free
 
 
@@ -252,7 +255,8 @@ def lipsdp_ipm(chain: Chain, layerwise: bool = False, tol: float = 1e-8, max_ite
     lam0 = _initial(chain, expand)
     if lam0 is None:
         raise SolverError("LipSDP: no feasible start point found")
-    free0 = torch.zeros(n_free, dtype=torch.float64).scatter_reduce(0, owner, lam0, "amax", include_self=False)
+    free0 = torch.zeros(n_free, dtype=torch.float64, device=lam0.device).scatter_reduce(
+        0, owner, lam0, "amax", include_self=False)
     r0 = float(schur_rho(chain, free0[owner]))
     rho0 = r0 + 0.5 * abs(r0) + 1e-12
     final, info = ipm_lipsdp(chain, owner, n_free, free0, rho0, tol=tol, max_iter=max_iter)
