@@ -139,3 +139,20 @@ def test_certified_radius_is_certified_and_beats_naive():
     lo, up = lipcert.bounds.output_bounds(m, X[0], r.radius, domain=(0, 1))
     xs = torch.clamp(X[0] + r.radius * (2 * torch.rand(2000, 64) - 1), 0, 1)
     assert (m(xs).argmax(1) == int(y[0])).all()
+
+
+def test_cli_global(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 12), nn.ReLU(), nn.Linear(12, 12), nn.Tanh(), nn.Linear(12, 2)).eval()
+    torch.save(net, tmp_path / "g.pt")
+    r = runner.invoke(app, ["global", str(tmp_path / "g.pt"), "--json", str(tmp_path / "g.json")])
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "g.json").read_text())
+    api = lipcert.global_lipschitz(net, 2, "lipsdp")
+    assert rec["upper"] == pytest.approx(api.value, rel=1e-9) and rec["upper"] <= rec["details"]["naive"]
+    r = runner.invoke(app, ["global", str(tmp_path / "g.pt"), "--norm", "inf", "--method", "naive"])
+    assert r.exit_code == 0 and "naive" in r.output
+    r = runner.invoke(app, ["global", str(tmp_path / "g.pt"), "--norm", "inf"])   # LipSDP is l2 only
+    assert r.exit_code == 2 and "l2" in r.output
+    r = runner.invoke(app, ["global", str(tmp_path / "g.pt"), "--input-shape", "a,b"])
+    assert r.exit_code == 2

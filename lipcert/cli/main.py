@@ -175,6 +175,34 @@ def monotonic(model: str, input: str = typer.Option(..., "--input", "-i"), eps: 
     _run(go, debug)
 
 
+@app.command("global")
+def global_cmd(model: str, norm: str = typer.Option("2", "--norm", help="2, inf or 1 (LipSDP: 2 only)"),
+               method: str = typer.Option("lipsdp", "--method", help="naive, lipsdp or lipsdp-layer"),
+               input_shape: Optional[str] = typer.Option(None, "--input-shape", help="e.g. 1,28,28 (conv models)"),
+               solver: str = typer.Option("ipm", "--solver", help="ipm, lbfgs, clarabel or scs"),
+               device: Optional[str] = typer.Option(None, "--device"),
+               json_out: Optional[Path] = typer.Option(None, "--json", help="write the result as JSON"),
+               debug: bool = typer.Option(False, "--debug")):
+    """Certified global (region-free) Lipschitz constant of a Sequential chain: naive or LipSDP."""
+    def go():
+        import lipcert
+        from ..errors import InvalidInput
+        try:
+            shape = tuple(int(v) for v in input_shape.split(",")) if input_shape else None
+        except ValueError:
+            raise InvalidInput(f"--input-shape must be comma-separated integers, got {input_shape!r}") from None
+        g = lipcert.global_lipschitz(_load(model), norm, method, input_shape=shape, solver=solver, device=device)
+        t = Table(title="global Lipschitz bound")
+        for c in ("method", "norm", "upper", "naive", "seconds"):
+            t.add_column(c, justify="right")
+        t.add_row(g.method, f"l{g.norm}", f"{g.value:.7g}", f"{g.details.get('naive', g.value):.7g}", f"{g.seconds:.2f}")
+        out.print(t)
+        if json_out is not None:
+            json_out.write_text(json.dumps({"upper": g.value, "method": g.method, "norm": g.norm,
+                                            "seconds": g.seconds, "details": g.details}, indent=2, default=str))
+    _run(go, debug)
+
+
 @app.command()
 def radius(model: str, input: str = typer.Option(..., "--input", "-i"), label: int = typer.Option(..., "--label"),
            domain: Optional[str] = typer.Option(None, "--domain"), method: str = typer.Option("crown", "--method"),

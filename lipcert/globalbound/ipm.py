@@ -130,7 +130,7 @@ def ipm_lipsdp(chain: Chain, owner: torch.Tensor, n_free: int, lam0: torch.Tenso
         s = y[1:]
         mu = (float((X * S).sum()) + float(x @ s)) / N
         r_p = P.b - P.apply(X) + torch.cat([torch.zeros(1, dtype=torch.float64, device=P.dev), x])
-        if mu * N <= tol * max(abs(float(y[0])), 1e-12) and float(r_p.abs().max()) <= 1e-7:
+        if mu * N <= tol * max(abs(float(y[0])), 1e-12) and float(r_p.abs().max()) <= 1e-6:
             break
         Sinv = torch.cholesky_inverse(LS)
         M = P.schur(X, Sinv)
