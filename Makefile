@@ -12,7 +12,7 @@ $(BIN)/python:
 # torch==2.13.0 is the CPU wheel on this machine; plain `pip install torch` pulls a CUDA build.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test,sdp,ray]"
+	$(BIN)/pip install -q -e ".[test,sdp,ray,parquet]"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -96,7 +96,7 @@ def write_parquet(records: list, out: Path) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as e:  # pragma: no cover
-        raise InvalidInput("Parquet output needs pyarrow: pip install pyarrow, or use a .jsonl file") from e
+        raise InvalidInput("Parquet output needs pyarrow: pip install lipcert[parquet], or use a .jsonl file") from e
     keys = list(dict.fromkeys(k for r in records for k in r))
     table = pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in records])
     tmp = out.with_name(out.name + ".tmp")
@@ -208,6 +208,11 @@ def certify_dataset(model, inputs, eps, *, method: str = "crown", norm="inf", la
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     journal = journal_path(out)
+    if journal != out:
+        try:
+            import pyarrow  # noqa: F401  (fail before the work, not after it)
+        except ImportError:
+            raise InvalidInput("Parquet output needs pyarrow: pip install lipcert[parquet], or use a .jsonl file") from None
     if journal != out and out.exists() and not journal.exists():   # a Parquet file without its journal
         with open(journal, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in read_records(out))

@@ -140,6 +140,7 @@ def test_cli_certify_dataset_and_report(digits, tmp_path):
 
 
 def test_parquet_output_resumes_from_its_journal_and_reports(digits, tmp_path):
+    pytest.importorskip("pyarrow", reason="the parquet extra (make test installs it)")
     import numpy as np
     from typer.testing import CliRunner
     from lipcert.cli.main import app
