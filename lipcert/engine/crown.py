@@ -31,13 +31,24 @@ def concretize(A: torch.Tensor, box: Interval, upper: bool) -> torch.Tensor:
     return centre + spread if upper else centre - spread
 
 
+def _dot(A: torch.Tensor, b) -> torch.Tensor:
+    """``sum over the node's positions of A * b`` -> ``[S, B]``; a bias without a spec dimension is
+    contracted without materialising ``A * b`` (one read of ``A``)."""
+    if not torch.is_tensor(b):
+        return A.flatten(2).sum(-1) * b
+    if b.dim() == A.dim():                       # per-spec bias (optimised slopes)
+        return (A * b).flatten(2).sum(-1)
+    bb = torch.broadcast_to(b, A.shape[1:]).reshape(A.shape[1], -1).to(A.dtype)
+    return torch.einsum("sbn,bn->sb", A.flatten(2), bb)
+
+
 def _pass_through(A, relax, upper: bool):
     """Coefficients for a node's inputs and the constant term, from its relaxation.
 
     For an upper bound a positive coefficient takes the upper relaxation and a negative one the
     lower relaxation; for a lower bound the reverse. Written as
     ``A * other + max(A, 0) * (main - other)`` (one clamp; ``other`` is the slope a negative
-    coefficient takes), which is the same sum."""
+    coefficient takes), which is the same sum; the constant is contracted the same way."""
     pos = A.clamp(min=0)
     if upper:
         main_s, main_b, other_s, other_b = relax.upper_slopes, relax.upper_bias, relax.lower_slopes, relax.lower_bias
@@ -48,10 +59,13 @@ def _pass_through(A, relax, upper: bool):
         if ms is None and os_ is None:
             outs.append(None)
             continue
-        ms = 0 if ms is None else ms
-        os_ = 0 if os_ is None else os_
-        outs.append(A * os_ + pos * (ms - os_))
-    const = (A * other_b + pos * (main_b - other_b)).flatten(2).sum(-1)
+        if os_ is None:
+            outs.append(pos * ms)
+            continue
+        out = A * os_
+        out.addcmul_(pos, os_.neg() if ms is None else ms - os_)
+        outs.append(out)
+    const = _dot(A, other_b) + _dot(pos, main_b - other_b)
     return outs, const
 
 
