@@ -151,3 +151,20 @@ def test_ipm_lipsdp_property(depth, width, d_in, d_out, act, seed, layerwise, sc
     assert sampled_l2(net, d_in, n=4000) <= value * (1 + 1e-6)
     ref, _ = lipsdp_cvxpy(ch, "CLARABEL", layerwise=layerwise)
     assert value >= ref * (1 - 1e-4) and value <= ref * (1 + 1e-3) + 1e-9
+
+
+@settings(max_examples=10)
+@given(sizes=st.lists(st.integers(2, 12), min_size=2, max_size=4), seed=st.integers(0, 10 ** 6),
+       act=st.sampled_from(["relu", "tanh", "sigmoid", "leaky"]))
+def test_certify_is_strict_at_the_boundary(sizes, seed, act):
+    """At the exact Schur value -M is singular: the rounding-aware check must refuse it (a plain
+    Cholesky may pass by rounding), and accept the certified value just above it."""
+    from lipcert.globalbound.lipsdp import _initial, _pair_expand, certified_rho, schur_rho
+    net = mlp([3] + sizes, act, seed=seed)
+    ch = chain_of(net)
+    lam = _initial(ch, _pair_expand(ch)[0])
+    r = float(schur_rho(ch, lam))
+    assert not certify(ch, lam, r)
+    rho = certified_rho(ch, lam)
+    assert rho is not None and r < rho <= r * (1 + 1e-6) + 1e-9
+    assert certify(ch, lam, rho)
