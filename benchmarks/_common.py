@@ -32,3 +32,17 @@ def table(rows, headers):
     print("-" * len(line))
     for r in rows:
         print("  ".join(str(c).rjust(w) for c, w in zip(r, widths)))
+
+
+def relu_mlp(width, depth, seed=0, d_in=2, d_out=2):
+    """``d_in-width^depth-d_out`` ReLU MLP with PyTorch's default init under ``seed`` (eval mode)."""
+    import torch
+    import torch.nn as nn
+    torch.manual_seed(seed)
+    sizes = [d_in] + [width] * depth + [d_out]
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers).eval()

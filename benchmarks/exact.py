@@ -12,23 +12,12 @@ import os
 import sys
 
 import torch
-import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import table  # noqa: E402
+from _common import relu_mlp as mlp, table  # noqa: E402
 
 import lipcert  # noqa: E402
 
-
-def mlp(width, depth, seed=0):
-    torch.manual_seed(seed)
-    sizes = [2] + [width] * depth + [2]
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers).eval()
 
 
 def run(width, depth, cap):

@@ -13,26 +13,15 @@ import sys
 import time
 
 import torch
-import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import table  # noqa: E402
+from _common import relu_mlp as mlp, table  # noqa: E402
 
 import lipcert  # noqa: E402
 from lipcert.globalbound.chain import chain_of  # noqa: E402
 from lipcert.globalbound.lipsdp import lipsdp_cvxpy  # noqa: E402
 from lipcert.zoo import load_model  # noqa: E402
 
-
-def mlp(width, depth):
-    torch.manual_seed(0)
-    sizes = [2] + [width] * depth + [2]
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers).eval()
 
 
 def sampled(net, d, n=100000):

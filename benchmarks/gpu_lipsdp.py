@@ -9,22 +9,13 @@ import sys
 import time
 
 import torch
-import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import table  # noqa: E402
+from _common import relu_mlp as mlp, table  # noqa: E402
 
 import lipcert  # noqa: E402
 from lipcert.zoo import load_model  # noqa: E402
 
-
-def mlp(width, depth):
-    torch.manual_seed(0)
-    sizes = [2] + [width] * depth + [2]
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(sizes) - 2 else [])
-    return nn.Sequential(*layers).eval()
 
 
 def main():
