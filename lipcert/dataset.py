@@ -92,11 +92,8 @@ def journal_path(out: Path) -> Path:
 def write_parquet(records: list, out: Path) -> None:
     """All records as one Parquet table (columns: the union of the records' fields), written to a
     temporary file and renamed, so ``out`` is always a complete table."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError as e:  # pragma: no cover
-        raise InvalidInput("Parquet output needs pyarrow: pip install lipcert[parquet], or use a .jsonl file") from e
+    import pyarrow as pa          # certify_dataset checks for it before any work
+    import pyarrow.parquet as pq
     keys = list(dict.fromkeys(k for r in records for k in r))
     table = pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in records])
     tmp = out.with_name(out.name + ".tmp")

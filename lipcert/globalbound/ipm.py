@@ -140,6 +140,7 @@ def ipm_lipsdp(chain: Chain, owner: torch.Tensor, n_free: int, lam0: torch.Tenso
         if int(info) != 0:
             break
         tr_Sinv = P.apply(Sinv)
+        LX, info_x = torch.linalg.cholesky_ex(X)             # X is fixed within the iteration
 
         def direction(sigma_mu):
             rhs = P.b - sigma_mu * tr_Sinv
@@ -153,8 +154,7 @@ def ipm_lipsdp(chain: Chain, owner: torch.Tensor, n_free: int, lam0: torch.Tenso
             return dy, dS, dX, ds, dx
 
         def steps(dS, dX, ds, dx):
-            LX, info = torch.linalg.cholesky_ex(X)
-            ap = min(_max_step(LX, dX) if int(info) == 0 else 0.0, _max_step_vec(x, dx))
+            ap = min(_max_step(LX, dX) if int(info_x) == 0 else 0.0, _max_step_vec(x, dx))
             ad = min(_max_step(LS, dS), _max_step_vec(s, ds))
             return min(1.0, gamma * ap), min(1.0, gamma * ad)
 

@@ -38,33 +38,37 @@ def _blocks(chain: Chain):
     return n0, sizes, starts
 
 
-def assemble(chain: Chain, lam: torch.Tensor, rho) -> torch.Tensor:
-    """``M(rho, lam)`` (dense, float64); ``lam`` has one entry per hidden neuron (pairs share it)."""
+def assemble(chain: Chain, lam: torch.Tensor, rho, absolute: bool = False) -> torch.Tensor:
+    """``M(rho, lam)`` (dense, float64); ``lam`` has one entry per hidden neuron (pairs share it).
+    With ``absolute`` every term is replaced by its absolute value (``|W|``, ``|lam|``, ``|a b|``,
+    ``|a + b| / 2``, ``|rho|``): the entrywise bound ``certify`` needs on the assembly's rounding."""
+    c = abs if absolute else (lambda v: v)
+    weights = [W.abs() for W in chain.weights] if absolute else chain.weights
+    lam = lam.abs() if absolute else lam
     n0, sizes, starts = _blocks(chain)
     n = n0 + sum(sizes)
     dev = chain.weights[0].device
     M = torch.zeros(n, n, dtype=torch.float64, device=dev)
     prev = slice(0, n0)
     off = 0
-    for k, (W, act) in enumerate(zip(chain.weights[:-1], chain.acts)):
+    for k, (W, act) in enumerate(zip(weights[:-1], chain.acts)):
         cur = slice(starts[k], starts[k] + sizes[k])
         lk = lam[off:off + sizes[k]]
         off += sizes[k]
         if act.kind == "slope":
             a, b = act.alpha, act.beta
             # lam/2 * (-2ab v^2 + 2(a+b) v h - 2 h^2) with v = W prev
-            M[prev, prev] += -a * b * (W.T * lk) @ W
-            cross = (a + b) / 2 * (lk[:, None] * W)
+            M[prev, prev] += c(-a * b) * (W.T * lk) @ W
+            cross = c((a + b) / 2) * (lk[:, None] * W)
             M[cur, prev] += cross
             M[prev, cur] += cross.T
-            M[cur, cur] += torch.diag(-lk)
         else:  # pairs: lam_p (|v_p|^2 - |h_p|^2)
             M[prev, prev] += (W.T * lk) @ W
-            M[cur, cur] += torch.diag(-lk)
+        M[cur, cur] += torch.diag(c(-1.0) * lk)
         prev = cur
-    WL = chain.weights[-1]
+    WL = weights[-1]
     M[prev, prev] += WL.T @ WL
-    M[:n0, :n0] -= rho * torch.eye(n0, dtype=torch.float64, device=dev)
+    M[:n0, :n0] += c(-rho) * torch.eye(n0, dtype=torch.float64, device=dev)
     return M
 
 
@@ -93,31 +97,6 @@ def _gamma(k: int) -> float:
     return k * _U / (1 - k * _U)
 
 
-def _assemble_abs(chain: Chain, lam: torch.Tensor, rho) -> torch.Tensor:
-    """``M`` assembled from absolute values (``|W|``, ``|lam|``, ``|a b|``, ``|a + b|``): every
-    floating-point term of ``assemble`` is bounded entrywise by this matrix times ``gamma_k``."""
-    weights = [W.abs() for W in chain.weights]
-    n0, sizes, starts = _blocks(chain)
-    n = n0 + sum(sizes)
-    M = torch.zeros(n, n, dtype=torch.float64, device=chain.weights[0].device)
-    prev, off = slice(0, n0), 0
-    lam = lam.abs()
-    for k, (W, act) in enumerate(zip(weights[:-1], chain.acts)):
-        cur = slice(starts[k], starts[k] + sizes[k])
-        lk = lam[off:off + sizes[k]]
-        off += sizes[k]
-        ab = abs(act.alpha * act.beta) if act.kind == "slope" else 1.0
-        cross = abs(act.alpha + act.beta) / 2 if act.kind == "slope" else 0.0
-        M[prev, prev] += ab * (W.T * lk) @ W
-        M[cur, prev] += cross * (lk[:, None] * W)
-        M[prev, cur] += cross * (lk[:, None] * W).T
-        M[cur, cur] += torch.diag(lk)
-        prev = cur
-    M[prev, prev] += weights[-1].T @ weights[-1]
-    M[:n0, :n0] += abs(rho) * torch.eye(n0, dtype=torch.float64, device=M.device)
-    return M
-
-
 def certify(chain: Chain, lam: torch.Tensor, rho: float) -> bool:
     """``-M(rho, lam)`` is positive definite in exact arithmetic, proved in floating point.
 
@@ -131,7 +110,7 @@ def certify(chain: Chain, lam: torch.Tensor, rho: float) -> bool:
         A = -assemble(chain, lam, rho)
         n = A.shape[0]
         k = max(max(W.shape) for W in chain.weights) + 4
-        e = _gamma(k) * float(torch.linalg.matrix_norm(_assemble_abs(chain, lam, rho)))
+        e = _gamma(k) * float(torch.linalg.matrix_norm(assemble(chain, lam, rho, absolute=True)))
         g = _gamma(n + 1)
         r = g / (1 - g) * float(A.diagonal().clamp_min(0).sum()) + 1e-290 * n
         c = e + 2 * r
@@ -220,14 +199,8 @@ def lipsdp_fast(chain: Chain, outer: int = 20, inner: int = 100, layerwise: bool
     lam0 = _initial(chain, expand) if start is None else start
     if lam0 is None:
         raise SolverError("LipSDP: no feasible start point found")
-    if layerwise:  # LipSDP-Layer: one multiplier per layer
-        sizes = [W.shape[0] for W in chain.weights[:-1]]
-        owner = torch.cat([torch.full((s,), k, device=lam0.device) for k, s in enumerate(sizes)])
-        free0 = torch.stack([lam0[owner == k].mean() for k in range(len(sizes))])
-    else:
-        owner = expand
-        free0 = torch.zeros(n_free, dtype=torch.float64, device=lam0.device).scatter_reduce(
-            0, expand, lam0, "amax", include_self=False)
+    owner, n_free = _owner(chain, layerwise)
+    free0 = _free_start(lam0, owner, n_free)
     theta = free0.log().clone().requires_grad_(True)
     best_rho, best_lam = math.inf, None
 
@@ -274,11 +247,8 @@ def lipsdp_cvxpy(chain: Chain, solver: str = "CLARABEL", layerwise: bool = False
     except ImportError as e:  # pragma: no cover
         raise SolverError("cvxpy is not installed: pip install lipcert[sdp]") from e
     import numpy as np
-    expand, n_free = _pair_expand(chain)
+    expand, n_free = _owner(chain, layerwise)
     sizes = [W.shape[0] for W in chain.weights[:-1]]
-    if layerwise:
-        expand = torch.cat([torch.full((s,), k) for k, s in enumerate(sizes)])
-        n_free = len(sizes)
     lam = cp.Variable(n_free, nonneg=True)
     rho = cp.Variable(nonneg=True)
     n0 = chain.weights[0].shape[1]
@@ -308,6 +278,13 @@ def _owner(chain: Chain, layerwise: bool):
     return expand, n_free
 
 
+def _free_start(lam0: torch.Tensor, owner: torch.Tensor, n_free: int) -> torch.Tensor:
+    """Free multipliers from per-neuron ones: the largest over each owner's neurons (the starts
+    are constant per layer, so for a layer this is its common value)."""
+    return torch.zeros(n_free, dtype=torch.float64, device=lam0.device).scatter_reduce(
+        0, owner, lam0, "amax", include_self=False)
+
+
 def lipsdp_ipm(chain: Chain, layerwise: bool = False, tol: float = 1e-8, max_iter: int = 100):
     """Certified L2 bound by the structured primal-dual interior-point method
     (``ipm.py``), started from the naive bound's multipliers. The value is the Schur eigenvalue of
@@ -321,8 +298,7 @@ def lipsdp_ipm(chain: Chain, layerwise: bool = False, tol: float = 1e-8, max_ite
     lam0 = _initial(chain, expand)
     if lam0 is None:
         raise SolverError("LipSDP: no feasible start point found")
-    free0 = torch.zeros(n_free, dtype=torch.float64, device=lam0.device).scatter_reduce(
-        0, owner, lam0, "amax", include_self=False)
+    free0 = _free_start(lam0, owner, n_free)
     r0 = float(schur_rho(chain, free0[owner]))
     rho0 = r0 + 0.5 * abs(r0) + 1e-12
     final, info = ipm_lipsdp(chain, owner, n_free, free0, rho0, tol=tol, max_iter=max_iter)
