@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -95,11 +96,19 @@ def _own_grads(graph, x, rows, smooth=None, create_graph=False):
     return g
 
 
-def attack(graph: Graph, box: Interval, x0: torch.Tensor, C: torch.Tensor, norm: str, *, samples: int | None = None,
-           steps: int = 30, starts: int = 4, seed: int = 0) -> AttackResult:
-    """Best lower bound per (input, spec row), with its witness pair. Each input draws its own
-    random points from a generator seeded with ``seed``: its result does not depend on the batch."""
+def attack(graph: Graph, box: Optional[Interval], x0: torch.Tensor, C: torch.Tensor, norm: str, *,
+           samples: int | None = None, steps: int = 30, starts: int = 4, seed: int = 0,
+           witness_graph: Optional[Graph] = None) -> AttackResult:
+    """Best lower bound per (input, spec row), with its witness pair. ``box`` must lie inside the
+    region (the inward-rounded box); None (no two representable points in the region) gives
+    lower bounds 0. Witness pairs are evaluated on ``witness_graph`` (the float64 graph) when
+    given. Each input draws its own random points from a generator seeded with ``seed``: its
+    result does not depend on the batch."""
     B, K = x0.shape[0], C.shape[0]
+    if box is None:
+        pts = x0.unsqueeze(1).expand(B, K, *x0.shape[1:]).clone()
+        return AttackResult(x0.new_zeros(B, K), x0.new_zeros(B, K), pts, pts.clone())
+    x0 = torch.minimum(torch.maximum(x0, box.lower), box.upper)  # x0 rounded to the dtype may lie outside
     shape = tuple(x0.shape[1:])
     if samples is None:  # sampling is what finds the large-gradient regions of small inputs (cheap there)
         samples = 8192 if x0[0].numel() <= 256 else 1024
@@ -128,7 +137,11 @@ def attack(graph: Graph, box: Interval, x0: torch.Tensor, C: torch.Tensor, norm:
             with torch.enable_grad():
                 xr = x.detach().requires_grad_(True)
                 g = _own_grads(graph, xr, rows, smooth=beta, create_graph=True)
-                (dx,) = torch.autograd.grad(dual_norm(g.unsqueeze(1), norm).sum(), xr)
+                obj = dual_norm(g.unsqueeze(1), norm).sum()
+                # an affine model's gradient does not depend on x: nothing to ascend
+                (dx,) = (torch.autograd.grad(obj, xr, allow_unused=True) if obj.requires_grad else (None,))
+            if dx is None:
+                break
             x = torch.maximum(torch.minimum(x + step * torch.sign(dx), up[b]), lo[b])
             step = step * 0.85
             gn_x = dual_norm(_own_grads(graph, x, rows).unsqueeze(1), norm)[:, 0].reshape(K, ns)
@@ -138,7 +151,7 @@ def attack(graph: Graph, box: Interval, x0: torch.Tensor, C: torch.Tensor, norm:
                 cand = x.reshape(K, ns, *shape)[ar, j]
                 best_gn[b] = torch.where(improve, gn_x[ar, j], best_gn[b])
                 best_pt[b] = torch.where(improve.reshape(K, *([1] * len(shape))), cand, best_pt[b])
-    x1, x2, val = _witness_pairs(graph, box, best_pt, C, norm)
+    x1, x2, val = _witness_pairs(witness_graph or graph, box, best_pt, C, norm)
     return AttackResult(val, best_gn, x1, x2)
 
 
@@ -151,31 +164,63 @@ def certify_points(graph, lo, up, pts, rows, norm):
     """Difference-quotient lower bounds at points ``pts [N, *shape]`` for spec rows ``rows [N, n_out]``:
     pairs ``x* -+ t v`` inside the boxes ``[lo, up]`` (``[N, *shape]``), for a few ``t``.
     Returns ``(value [N], x1 [N, *shape], x2 [N, *shape])``; ``value`` is a certified lower bound of
-    the Lipschitz constant of ``rows[n] . f`` on any region containing box ``n``."""
+    the Lipschitz constant of ``rows[n] . f`` on any region containing box ``n``: both outputs are
+    enclosed by outward-rounded interval arithmetic on the points (``enclosure``), the distance is
+    rounded up and the quotient down. Where no positive quotient is found the first pair (two
+    distinct points of the box when it has positive width) is kept with value 0."""
     shape = pts.shape[1:]
-    g = _own_grads(graph, pts, rows)
-    v = _direction(g, norm)
+    wdt = next((v.dtype for n in graph.nodes for v in n.attrs.values()
+                if torch.is_tensor(v) and v.is_floating_point()), pts.dtype)
+    g = _own_grads(graph, pts.to(wdt), rows.to(wdt))
+    v = _direction(g, norm).to(pts.dtype)
     width = (up - lo).clamp(min=0)
     scale = width.flatten(1).amax(1).reshape(-1, *([1] * len(shape)))
-    best = pts.new_zeros(pts.shape[0])
+    best = pts.new_full((pts.shape[0],), -1.0)
     bx1, bx2 = pts.clone(), pts.clone()
+    r64 = rows.to(torch.float64)
     with torch.no_grad():
         for rel in (1e-1, 1e-2, 1e-3):
             # step per coordinate, moved inward so that both points stay in the box without clipping
             t = torch.minimum(scale * rel, width / 2)
             centre = torch.minimum(torch.maximum(pts, lo + t), up - t)
-            x1, x2 = centre - t * v, centre + t * v
-            dist = _primal(x2 - x1, norm)
-            y1, y2 = _evaluate(graph, x1), _evaluate(graph, x2)
-            # rounding of the two evaluations is paid for out of the quotient, so it stays a lower bound
-            err = 64 * torch.finfo(y1.dtype).eps * ((y1.abs() + y2.abs()) * rows.abs()).sum(1)
-            dy = (((y2 - y1) * rows).sum(1).abs() - err).clamp(min=0)
-            q = torch.where(dist > 0, dy / dist.clamp(min=1e-300), torch.zeros_like(dy))
+            x1 = torch.minimum(torch.maximum(centre - t * v, lo), up)
+            x2 = torch.minimum(torch.maximum(centre + t * v, lo), up)
+            q = quotient_lower(graph, x1, x2, r64, norm)
             take = q > best
             best = torch.where(take, q, best)
             m = take.reshape(-1, *([1] * len(shape)))
             bx1, bx2 = torch.where(m, x1, bx1), torch.where(m, x2, bx2)
-    return best, bx1, bx2
+    from ..rounding import cast_down
+    return cast_down(best.clamp(min=0), pts.dtype), bx1, bx2  # rounded down: still a lower bound
+
+
+def quotient_lower(graph, x1, x2, rows, norm):
+    """A lower bound ``[N]`` of ``|rows . (f(x2) - f(x1))| / ||x2 - x1||_p`` in exact arithmetic."""
+    from ..engine.schedule import enclosure
+    y1, y2 = enclosure(graph, x1), enclosure(graph, x2)  # [N, n_out] intervals
+    dt = y1.lower.dtype
+    lo_d = _row_dot(rows, y2.lower, y2.upper, lower=True) - _row_dot(rows, y1.lower, y1.upper, lower=False)
+    up_d = _row_dot(rows, y2.lower, y2.upper, lower=False) - _row_dot(rows, y1.lower, y1.upper, lower=True)
+    n = rows.shape[1]
+    err = gamma_(n + 2, dt) * (rows.abs() * (y1.lower.abs() + y1.upper.abs() + y2.lower.abs() + y2.upper.abs())).sum(1)
+    dy = (torch.maximum(lo_d, -up_d) - err).clamp(min=0)
+    d = (x2.to(dt) - x1.to(dt)).flatten(1)
+    dist = _primal(d, norm) * (1 + gamma_(d.shape[1] + 2, dt))
+    q = torch.where(dist > 0, dy / dist.clamp(min=1e-300), torch.zeros_like(dy))
+    return q * (1 - gamma_(2, dt))
+
+
+def _row_dot(rows, lo, up, lower):
+    """``min`` (lower) or ``max`` of ``rows . y`` over ``y in [lo, up]`` (computed, not rounded)."""
+    pos, neg = rows.clamp(min=0), rows.clamp(max=0)
+    if lower:
+        return (pos * lo + neg * up).sum(1)
+    return (pos * up + neg * lo).sum(1)
+
+
+def gamma_(k, dtype):
+    from ..rounding import gamma
+    return gamma(k, dtype)
 
 
 def _witness_pairs(graph, box, pts, C, norm):

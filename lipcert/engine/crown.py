@@ -9,7 +9,8 @@ and coefficients meeting at a node are summed. At an input node the linear funct
 Soundness: by induction over the reverse order, ``spec . root >= sum_n lA_n . value(n) + lbias``
 holds for every point of the input box, because each step replaces a node by a valid lower
 (upper) linear bound chosen by the sign of its coefficient; at the inputs the bound is concretised
-by the exact extremum of a linear function over a box.
+by the exact extremum of a linear function over a box. In floating point each step is off by a
+bounded amount that is accumulated and paid out of the bound (``lipcert.rounding``, step 3).
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from typing import Optional
 
 import torch
 
+from .. import rounding
 from ..graph import ops
 from ..graph.ir import Graph
-from ..rules import Interval, RelaxContext, lookup
+from ..rules import Interval, LinearRule, RelaxContext, Relaxation, lookup
 
 
 def concretize(A: torch.Tensor, box: Interval, upper: bool) -> torch.Tensor:
@@ -40,6 +42,36 @@ def _dot(A: torch.Tensor, b) -> torch.Tensor:
         return (A * b).flatten(2).sum(-1)
     bb = torch.broadcast_to(b, A.shape[1:]).reshape(A.shape[1], -1).to(A.dtype)
     return torch.einsum("sbn,bn->sb", A.flatten(2), bb)
+
+
+def _with_margin(relax, ivs, mags, rule, node):
+    """The relaxation with its offsets moved outward by the rounding of computing it
+    (``lipcert.rounding`` step 4): ``8 u (|offset| + sum_i |slope_i| |x_i|max + scale) + tiny``."""
+    ref = relax.lower_bias if torch.is_tensor(relax.lower_bias) else relax.upper_bias
+    un, tn = rounding.unit(ref.dtype), rounding.tiny(ref.dtype)
+    scale = rule.rounding_scale(node, ivs)
+    terms = [] if scale is None else [scale]
+    for ls, us, m in zip(relax.lower_slopes, relax.upper_slopes, mags):
+        if m is None:
+            continue
+        for sl in (ls, us):
+            if sl is not None:
+                terms.append(sl.abs() * m)
+    base = sum(terms) if terms else 0
+    lo = relax.lower_bias - (8 * un * (relax.lower_bias.abs() + base) + tn)
+    up = relax.upper_bias + (8 * un * (relax.upper_bias.abs() + base) + tn)
+    return Relaxation(relax.lower_slopes, lo, relax.upper_slopes, up)
+
+
+def _pass_error(relax, mags):
+    """``v`` with ``|computed - exact pass-through| <= gamma . |A| . v`` (slopes times input
+    magnitudes, plus the offsets)."""
+    terms = [relax.lower_bias.abs(), relax.upper_bias.abs()]
+    for ls, us, m in zip(relax.lower_slopes, relax.upper_slopes, mags):
+        for sl in (ls, us):
+            if sl is not None and m is not None:
+                terms.append(sl.abs() * m)
+    return sum(terms)
 
 
 def _pass_through(A, relax, upper: bool):
@@ -99,6 +131,21 @@ def backward_bounds(graph: Graph, root: str, spec: torch.Tensor, bounds: dict, *
     uA = {root: spec} if upper else {}
     lb = spec.new_zeros(S, B)
     ub = spec.new_zeros(S, B)
+    # rounding (lipcert.rounding step 3): errors of the computed pass, per side, and the sum of
+    # the constants' absolute values (their additions round too)
+    err = {0: spec.new_zeros(S, B), 1: spec.new_zeros(S, B)}
+    cabs = {0: spec.new_zeros(S, B), 1: spec.new_zeros(S, B)}
+    mags: dict = {}
+
+    def mag(n):
+        if n not in mags:
+            mags[n] = rounding.magnitude(bounds[n]) if n in bounds else None
+        return mags[n]
+
+    def add_error(side, A, v):
+        if v is not None and not (isinstance(v, (int, float)) and v == 0):
+            err[side] = err[side] + _dot(A.abs(), v)
+
     for node in reversed(graph.nodes):
         name = node.name
         if name not in keep:
@@ -110,56 +157,95 @@ def backward_bounds(graph: Graph, root: str, spec: torch.Tensor, bounds: dict, *
             record[name] = ua
         if node.op == ops.INPUT:
             box = bounds[name]
-            if la is not None:
-                lb = lb + concretize(la, box, upper=False)
-            if ua is not None:
-                ub = ub + concretize(ua, box, upper=True)
+            n = box.lower[0].numel()
+            for A, side in ((la, 0), (ua, 1)):
+                if A is None:
+                    continue
+                val = concretize(A, box, upper=(side == 1))
+                cabs[side] = cabs[side] + val.abs()
+                if side == 0:
+                    lb = lb + val
+                else:
+                    ub = ub + val
+                add_error(side, A, rounding.gamma(n + 3, A.dtype) * 2 * mag(name))
             continue
         rule = lookup(node)
         try:
             if rule.linear:
                 in_shapes = [graph[i].shape for i in node.inputs]
+                in_mags = [mag(i) for i in node.inputs]
+                terms = rule.rounding(node, in_mags) if all(m is not None for m in in_mags) or \
+                    not _needs_mags(rule, node) else None
+                if terms is None:
+                    raise RuntimeError("internal: no bounds of the inputs of a linear node, needed for "
+                                       "its rounding error")
+                v = sum(rounding.gamma(k, spec.dtype) * t for k, t in terms) if terms else None
                 for A, acc, side in ((la, lA, 0), (ua, uA, 1)):
                     if A is None:
                         continue
                     As, const = rule.backward(node, A, in_shapes)
                     if const is not None:
+                        cabs[side] = cabs[side] + const.abs()
                         if side == 0:
                             lb = lb + const
                         else:
                             ub = ub + const
-                    _accumulate(acc, node.inputs, As)
+                    add_error(side, A, v)
+                    _accumulate(acc, node.inputs, As, err, side, mag)
             else:
                 ivs = [bounds.get(i) for i in node.inputs]
+                in_mags = [None if iv is None else mag(i) for i, iv in zip(node.inputs, ivs)]
+                n = node.numel
                 for A, acc, side in ((la, lA, 0), (ua, uA, 1)):
                     if A is None:
                         continue
                     a = None if alpha is None else alpha.get(name)
                     if a is not None:
-                        relax = rule.relax(node, ivs, alpha=a[side], ctx=ctx)
+                        relax = _with_margin(rule.relax(node, ivs, alpha=a[side], ctx=ctx), ivs, in_mags, rule, node)
                     elif relax_cache is not None and name in relax_cache:
                         relax = relax_cache[name]
                     else:
-                        relax = rule.relax(node, ivs, ctx=ctx)
+                        relax = _with_margin(rule.relax(node, ivs, ctx=ctx), ivs, in_mags, rule, node)
                         if relax_cache is not None:
                             relax_cache[name] = relax
                     As, const = _pass_through(A, relax, upper=(side == 1))
+                    cabs[side] = cabs[side] + const.abs()
                     if side == 0:
                         lb = lb + const
                     else:
                         ub = ub + const
-                    _accumulate(acc, node.inputs, As)
+                    add_error(side, A, rounding.gamma(n + 4, A.dtype) * _pass_error(relax, in_mags))
+                    _accumulate(acc, node.inputs, As, err, side, mag)
         except Exception as e:  # name the node, as torch.fx's interpreter does
             if getattr(e, "_lipcert_node", False):
                 raise
             e.args = (f"{e.args[0] if e.args else e!r}\n  while bounding {node.describe()}",) + tuple(e.args[1:])
             e._lipcert_node = True
             raise
+    g_nodes = rounding.gamma(len(keep) + 2, spec.dtype)
+    if lower:
+        lb = lb - (err[0] + g_nodes * cabs[0]) * (1 + g_nodes)
+    if upper:
+        ub = ub + (err[1] + g_nodes * cabs[1]) * (1 + g_nodes)
     return (lb.transpose(0, 1) if lower else None), (ub.transpose(0, 1) if upper else None)
 
 
-def _accumulate(acc: dict, names, As):
+def _needs_mags(rule, node) -> bool:
+    return type(rule).rounding is not LinearRule.rounding
+
+
+def _accumulate(acc: dict, names, As, err=None, side=0, mag=None):
+    """Sum the coefficients meeting at a node; each addition is off by at most ``u`` times the
+    computed sum (counted twice to cover the rounding of the count itself)."""
     for name, A in zip(names, As):
         if A is None:
             continue
-        acc[name] = acc[name] + A if name in acc else A
+        if name in acc:
+            acc[name] = acc[name] + A
+            m = None if mag is None else mag(name)
+            if err is not None and m is not None:
+                err[side] = err[side] + _dot(acc[name].abs(), 2 * rounding.unit(A.dtype) * m)
+            elif err is not None:
+                raise RuntimeError(f"internal: no bounds of node {name!r}, needed for its rounding error")
+        else:
+            acc[name] = A

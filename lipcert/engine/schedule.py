@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from .. import rounding
 from ..graph.ir import Graph
 from ..rules import Interval, RelaxContext, lookup
 from .alpha import optimize_alpha
@@ -20,12 +21,21 @@ from .crown import backward_bounds
 
 
 def ibp_node(graph: Graph, node, bounds: dict, ctx: Optional[RelaxContext]) -> Interval:
+    """Interval bounds of ``node`` from its inputs', widened by the rounding of computing them
+    (``lipcert.rounding`` step 5)."""
     rule = lookup(node)
     ivs = [bounds[i] for i in node.inputs]
     try:
         if rule.linear:
-            return rule.ibp(node, *ivs)
-        return rule.ibp(node, *ivs, ctx=ctx)
+            iv = rule.ibp(node, *ivs)
+            terms = rule.rounding(node, [rounding.magnitude(v) for v in ivs])
+            if not terms:
+                return iv
+            r = sum(2 * rounding.gamma(k, iv.lower.dtype) * t for k, t in terms)
+            return Interval(iv.lower - r, iv.upper + r)
+        iv = rule.ibp(node, *ivs, ctx=ctx)
+        un, tn = rounding.unit(iv.lower.dtype), rounding.tiny(iv.lower.dtype)
+        return Interval(iv.lower - (16 * un * iv.lower.abs() + tn), iv.upper + (16 * un * iv.upper.abs() + tn))
     except Exception as e:
         e.args = (f"{e.args[0] if e.args else e!r}\n  while bounding {node.describe()}",) + tuple(e.args[1:])
         raise
@@ -163,3 +173,14 @@ def _apply_split(iv: Interval, ctx, name) -> Interval:
     lo = torch.where(split > 0, iv.lower.clamp(min=0), iv.lower)
     up = torch.where(split < 0, iv.upper.clamp(max=0), iv.upper)
     return Interval(lo, up)
+
+
+def enclosure(graph: Graph, x: torch.Tensor) -> Interval:
+    """An interval ``[N, n_out]`` containing the exact output of ``graph`` at each point ``x [N, ...]``
+    (interval arithmetic on a point, rounded outward)."""
+    wdt = next((v.dtype for n in graph.nodes for v in n.attrs.values()
+                if torch.is_tensor(v) and v.is_floating_point()), x.dtype)
+    xw = x.to(wdt)
+    b = compute_bounds(graph, {graph.input: Interval.point(xw)}, BoundConfig(method="ibp"))
+    out = b[graph.output]
+    return Interval(out.lower.flatten(1), out.upper.flatten(1))

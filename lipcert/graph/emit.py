@@ -208,8 +208,18 @@ def _need_const(n, *ts):
 
 
 def _bn_affine(m, shape, dt):
-    scale = m.weight.detach() / torch.sqrt(m.running_var + m.eps) if m.affine else 1 / torch.sqrt(m.running_var + m.eps)
-    shift = (m.bias.detach() if m.affine else 0) - m.running_mean * scale
+    """Eval-mode BatchNorm as ``scale * x + shift``, folded in float64."""
+    if m.running_var is None:
+        raise InvalidModel(f"BatchNorm {m} has no running statistics (track_running_stats=False): it normalises "
+                           "by the batch's own statistics, which is not a function of one input")
+    var = m.running_var.detach().double() + m.eps
+    if not bool((var > 0).all()) or not bool(torch.isfinite(var).all()):
+        raise InvalidModel(f"BatchNorm {m} has running_var + eps <= 0 in some channel (zero variance with eps = 0, "
+                           "or a negative variance): its scale is infinite or undefined")
+    w = m.weight.detach().double() if m.affine else 1.0
+    scale = w / torch.sqrt(var)
+    mean = m.running_mean.detach().double()
+    shift = (m.bias.detach().double() if m.affine else 0) - mean * scale
     view = (-1,) + (1,) * (len(shape) - 1)
     return {"scale": scale.reshape(view).expand(shape).to(dt).contiguous(),
             "shift": shift.reshape(view).expand(shape).to(dt).contiguous()}

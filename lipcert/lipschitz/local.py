@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -9,6 +10,7 @@ import torch
 from ..attack.pgd import attack
 from ..errors import InvalidInput
 from ..region import Problem, prepare
+from ..rules import Interval
 from ..report.certificate import Certificate
 from .jacobian import jacobian_bounds_pass
 from .naive import naive_bound
@@ -87,17 +89,39 @@ def local_lipschitz(model, x0, eps, norm="inf", domain=None, outputs=None, metho
         if method == "naive":
             ups = naive_bound(prob.graph, C, norm).unsqueeze(0).expand(B, -1)
         else:
-            res = jacobian_bounds_pass(prob.graph, prob.box, C, method, norm, alpha_steps=alpha_steps,
-                                       max_memory_gb=max_memory_gb)
+            res = per_sample_pass(prob, C, method, norm, alpha_steps=alpha_steps, max_memory_gb=max_memory_gb)
             ups, jl, ju = res.norm_upper, res.lower, res.upper
             ups = torch.minimum(ups, naive_bound(prob.graph, C, norm).unsqueeze(0))
     timings["bound"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    atk = attack(prob.graph, prob.box, prob.x0, C, norm, samples=attack_samples, steps=attack_steps, seed=seed)
+    atk = attack(prob.graph, prob.inner, prob.x0, C, norm, samples=attack_samples, steps=attack_steps, seed=seed,
+                 witness_graph=prob.graph64)
     timings["attack"] = time.perf_counter() - t1
     certs = [_certificate(prob, b, ups[b], atk, method, norm, timings, t0,
                           None if jl is None else jl[b], None if ju is None else ju[b]) for b in range(B)]
     return certs if (prob.batched and B > 1) else certs[0]
+
+
+def per_sample_pass(prob: Problem, C, method, norm, **kw) -> JacobianPass:
+    """Jacobian bounds of every sample, one sample at a time: a batch then gives exactly the
+    certificates of single calls (BLAS rounds a product differently for another batch size, and
+    the relaxations' discrete choices, e.g. among candidate slopes, can amplify a one-ulp change
+    into a different, equally sound, bound)."""
+    B = prob.x0.shape[0]
+    if B == 1:
+        res = jacobian_bounds_pass(prob.graph, prob.box, C, method, norm, **kw)
+        return JacobianPass(res.norm_upper, res.lower, res.upper)
+    parts = [jacobian_bounds_pass(prob.graph, Interval(prob.box.lower[b:b + 1], prob.box.upper[b:b + 1]), C,
+                                  method, norm, **kw) for b in range(B)]
+    return JacobianPass(torch.cat([r.norm_upper for r in parts]), torch.cat([r.lower for r in parts]),
+                        torch.cat([r.upper for r in parts]))
+
+
+@dataclass(frozen=True)
+class JacobianPass:
+    norm_upper: torch.Tensor  # [B, K]
+    lower: torch.Tensor       # [B, K, *input_shape]
+    upper: torch.Tensor
 
 
 def _certificate(prob, b, ups, atk, method, norm, timings, t0, jl=None, ju=None, status="bounded", details=None):
@@ -111,7 +135,15 @@ def _certificate(prob, b, ups, atk, method, norm, timings, t0, jl=None, ju=None,
     return Certificate(upper=float(ups.max()), lower=float(lows.max()), per_output_upper=ups.detach().clone(),
                        per_output_lower=lows.detach().clone(), witness=witness, method=method, norm=norm,
                        eps=prob.eps, seconds=time.perf_counter() - t0, status=status, timings=dict(timings),
-                       jacobian_lower=jl, jacobian_upper=ju, details=details or {})
+                       jacobian_lower=jl, jacobian_upper=ju, details=_details(prob, details),
+                       dtype=prob.dtype, region=prob.region(b))
+
+
+def _details(prob, details):
+    d = dict(details or {})
+    if prob.note:
+        d["dtype_note"] = prob.note
+    return d
 
 
 def _dispatch_exact(method, prob, C, norm, **kw):
@@ -135,8 +167,7 @@ def jacobian_bounds(model, x0, eps, domain=None, outputs=None, method: str = "cr
     prob = prepare(model, x0, eps, domain, dtype=dtype)
     C = spec_matrix(prob, outputs)
     with torch.no_grad():
-        res = jacobian_bounds_pass(prob.graph, prob.box, C, method, "inf", alpha_steps=alpha_steps,
-                                   max_memory_gb=max_memory_gb)
+        res = per_sample_pass(prob, C, method, "inf", alpha_steps=alpha_steps, max_memory_gb=max_memory_gb)
     if prob.batched and prob.x0.shape[0] > 1:
         return res.lower, res.upper
     return res.lower[0], res.upper[0]

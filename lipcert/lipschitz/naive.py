@@ -15,6 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .. import rounding
 from ..graph import ops
 from ..graph.ir import Graph
 from ..rules import lookup
@@ -64,7 +65,14 @@ def op_norm(graph: Graph, node, p: str) -> float:
 
 
 def naive_bound(graph: Graph, C: torch.Tensor, p: str) -> torch.Tensor:
-    """Region-free upper bounds ``[K]`` of the Lipschitz constants of ``C @ f`` (norm ``p`` on inputs)."""
+    """Region-free upper bounds ``[K]`` of the Lipschitz constants of ``C @ f`` (norm ``p`` on inputs),
+    raised by the rounding of the norms (sums, SVD) and of their product (``lipcert.rounding``)."""
+    bound = _naive_bound(graph, C, p)
+    k = sum(n.numel + 2 for n in graph.nodes) + C.shape[1]
+    return bound * (1 + rounding.gamma(k, bound.dtype)) + rounding.tiny(bound.dtype)
+
+
+def _naive_bound(graph: Graph, C: torch.Tensor, p: str) -> torch.Tensor:
     q = {"inf": 1, "2": 2, "1": float("inf")}[p]
     L: dict[str, float] = {}
     out = graph[graph.output]

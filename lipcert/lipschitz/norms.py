@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import rounding
 from ..rules.base import chord
 
 DUAL = {"inf": 1, "2": 2, "1": float("inf")}
@@ -29,27 +30,40 @@ def parse_norm(norm) -> str:
 
 
 def interval_norm(jl: torch.Tensor, ju: torch.Tensor, norm: str) -> torch.Tensor:
-    """Upper bound ``[N]`` of the dual norm over the box ``[jl, ju]`` (``[N, *shape]``)."""
+    """Upper bound ``[N]`` of the dual norm over the box ``[jl, ju]`` (``[N, *shape]``); sums are
+    rounded up (``lipcert.rounding`` step 6)."""
     m = torch.maximum(jl.abs(), ju.abs()).flatten(1)
+    n = m.shape[1]
     if norm == "inf":
-        return m.sum(-1)
+        return rounding.sum_up(m.sum(-1), n)
     if norm == "2":
-        return m.pow(2).sum(-1).sqrt()
+        return _sqrt_up(rounding.sum_up(m.pow(2).sum(-1), n + 1))
     return m.amax(-1)
 
 
 def linear_norm_spec(jl: torch.Tensor, ju: torch.Tensor, norm: str):
     """Coefficients ``a [N, *shape]`` and constant ``b [N]`` with ``phi(J) <= a . J + b`` on the box,
-    where ``phi = ||J||_1`` (norm "inf") or ``||J||_2^2`` (norm "2"); None for norm "1"."""
+    where ``phi = ||J||_1`` (norm "inf") or ``||J||_2^2`` (norm "2"); None for norm "1". The
+    chords' offsets are raised by their rounding, and so is their sum."""
     if norm == "inf":
         a, b = chord(jl, ju, jl.abs(), ju.abs(), upper=True)
     elif norm == "2":
         a, b = chord(jl, ju, jl * jl, ju * ju, upper=True)
     else:
         return None
-    return a, b.flatten(1).sum(-1)
+    un, tn = rounding.unit(b.dtype), rounding.tiny(b.dtype)
+    mag = torch.maximum(jl.abs(), ju.abs())
+    b = b + 8 * un * (b.abs() + a.abs() * mag + mag * mag) + tn
+    flat = b.flatten(1)
+    return a, flat.sum(-1) + rounding.gamma(flat.shape[1] + 1, b.dtype) * flat.abs().sum(-1)
 
 
 def finish(value: torch.Tensor, norm: str) -> torch.Tensor:
-    """Turn the bound of ``phi`` into a bound of the norm (sqrt for l2)."""
-    return value.clamp(min=0).sqrt() if norm == "2" else value
+    """Turn the bound of ``phi`` (a computed sum of two terms) into a bound of the norm (sqrt for
+    l2), rounded up."""
+    value = value + rounding.gamma(2, value.dtype) * value.abs()
+    return _sqrt_up(value.clamp(min=0)) if norm == "2" else value
+
+
+def _sqrt_up(v: torch.Tensor) -> torch.Tensor:
+    return v.sqrt() * (1 + 2 * rounding.unit(v.dtype)) + rounding.tiny(v.dtype)

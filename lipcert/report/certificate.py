@@ -25,6 +25,9 @@ class Certificate:
         status: "bounded", or the MILP/BaB status ("optimal", "time_limit", ...).
         jacobian_lower, jacobian_upper: elementwise Jacobian bounds ``[K, *input_shape]`` when the
             method produced them.
+        dtype: the floating-point type the bound was computed in ("float64", "float32").
+        region: the region as certified: ``{"ball": "inf", "eps": ..., "lower": [...], "upper": [...]}``
+            (the box's ends after outward rounding, in the input's shape).
     """
 
     upper: float
@@ -41,6 +44,8 @@ class Certificate:
     jacobian_lower: Optional[torch.Tensor] = None
     jacobian_upper: Optional[torch.Tensor] = None
     details: dict = field(default_factory=dict)
+    dtype: str = "float64"
+    region: dict = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -56,7 +61,7 @@ class Certificate:
     def __repr__(self) -> str:
         k = self.per_output_upper.numel()
         return (f"Certificate(L in [{self.lower:.6g}, {self.upper:.6g}], ratio {self.ratio:.3g}, "
-                f"method={self.method}, norm=l{self.norm}, eps={self.eps:g}, outputs={k}, "
+                f"method={self.method}, norm=l{self.norm}, eps={self.eps:g}, outputs={k}, {self.dtype}, "
                 f"status={self.status}, {self.seconds:.3f}s)")
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,5 +79,6 @@ class Certificate:
             "per_output_upper": self.per_output_upper, "per_output_lower": self.per_output_lower,
             "witness": self.witness, "method": self.method, "norm": self.norm, "eps": self.eps,
             "seconds": self.seconds, "status": self.status, "timings": self.timings, "details": self.details,
+            "dtype": self.dtype, "region": self.region,
         }
         return conv(d)

@@ -83,6 +83,13 @@ class LinearRule:
         constant term ``[S, B]`` such that ``A . y = sum_i A_i . x_i + const``."""
         raise NotImplementedError
 
+    def rounding(self, node, mags: Sequence[Tensor]) -> list[tuple[int, Tensor]]:
+        """Rounding terms ``[(k, v)]`` of the node's floating-point arithmetic, ``v [B, *node.shape]``:
+        with coefficients ``A`` on the output, the computed ``backward`` (and ``ibp``) is off from
+        the exact one by at most ``sum gamma_k |A| . v`` (``mags`` bound the inputs' absolute
+        values; see ``lipcert.rounding``). Empty for ops that only move values (exact)."""
+        return []
+
 
 class NonlinearRule:
     """An elementwise nonlinear op, relaxed by a :class:`Relaxation` over its inputs' box."""
@@ -102,6 +109,11 @@ class NonlinearRule:
 
     def init_alpha(self, node, ivs: Sequence[Interval]) -> Tensor:
         raise NotImplementedError
+
+    def rounding_scale(self, node, ivs: Sequence[Interval]) -> Optional[Tensor]:
+        """Magnitude of the terms the relaxation's slopes and offsets are computed from, where it
+        exceeds ``|offset| + sum |slope| |x|max`` (cancellation); None otherwise."""
+        return None
 
     def needs_bounds(self, node, ivs: Sequence[Interval], ctx: RelaxContext | None = None) -> list[Optional[Tensor]]:
         """Per input: a bool mask ``[B, *shape]`` of positions whose bounds the relaxation uses

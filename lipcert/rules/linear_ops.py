@@ -31,6 +31,13 @@ class Linear(LinearRule):
         r = F.linear(rad, W.abs())
         return Interval(m - r, m + r)
 
+    def rounding(self, node, mags):
+        W, b = node.attrs["weight"], node.attrs.get("bias")
+        terms = [(max(W.shape) + 2, F.linear(mags[0], W.abs()))]  # A W / W x: sums over out / in
+        if b is not None:
+            terms.append((W.shape[0] + 2, b.abs().expand(mags[0].shape[0], -1)))
+        return terms
+
     def backward(self, node, A, in_shapes):
         W, b = node.attrs["weight"], node.attrs.get("bias")
         A_in = A.matmul(W)  # [S, B, in]
@@ -51,6 +58,15 @@ class Conv2d(LinearRule):
         m = F.conv2d(mid, node.attrs["weight"], node.attrs.get("bias"), **self._kw(node))
         r = F.conv2d(rad, node.attrs["weight"].abs(), None, **self._kw(node))
         return Interval(m - r, m + r)
+
+    def rounding(self, node, mags):
+        W, b, g = node.attrs["weight"], node.attrs.get("bias"), node.attrs.get("groups", 1)
+        taps = W.shape[2] * W.shape[3]
+        terms = [(max(W.shape[0] // g, W.shape[1]) * taps + 2,
+                  F.conv2d(mags[0], W.abs(), None, **self._kw(node)))]
+        if b is not None:
+            terms.append((node.numel + 2, b.abs().reshape(-1, 1, 1).expand(mags[0].shape[0], *node.shape)))
+        return terms
 
     def backward(self, node, A, in_shapes):
         a = node.attrs
@@ -90,6 +106,12 @@ class ConvTranspose2d(LinearRule):
         r = F.conv_transpose2d(rad, node.attrs["weight"].abs(), None, **self._kw(node))
         return Interval(m - r, m + r)
 
+    def rounding(self, node, mags):
+        W, g = node.attrs["weight"], node.attrs.get("groups", 1)
+        taps = W.shape[2] * W.shape[3]
+        return [(max(W.shape[0] // g, W.shape[1]) * taps + 2,
+                 F.conv_transpose2d(mags[0], W.abs(), None, **self._kw(node)))]
+
     def backward(self, node, A, in_shapes):
         a = node.attrs
         flat, S, B = _flat2(A)
@@ -123,6 +145,12 @@ class Add(LinearRule):
     def backward(self, node, A, in_shapes):
         return [A if c == 1 else c * A for c in node.attrs["coeffs"]], None
 
+    def rounding(self, node, mags):
+        coeffs = node.attrs["coeffs"]
+        if len(coeffs) == 1 and abs(coeffs[0]) == 1:
+            return []  # a copy or a negation: exact
+        return [(len(coeffs) + 1, sum(abs(c) * m for c, m in zip(coeffs, mags)))]
+
 
 class Affine(LinearRule):
     """Elementwise ``y = scale * x + shift`` (folded BatchNorm, input normalisation, constants)."""
@@ -139,6 +167,13 @@ class Affine(LinearRule):
         s, t = node.attrs["scale"], node.attrs["shift"]
         const = (A * t).flatten(2).sum(-1) if t is not None and bool((t != 0).any()) else None
         return [A * s], const
+
+    def rounding(self, node, mags):
+        s, t = node.attrs["scale"], node.attrs["shift"]
+        terms = [(2, s.abs() * mags[0])]
+        if t is not None:
+            terms.append((node.numel + 2, torch.broadcast_to(t.abs(), mags[0].shape)))
+        return terms
 
 
 def _index(node, ndim_lead):

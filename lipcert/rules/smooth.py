@@ -9,7 +9,7 @@ Proof sketch: ``phi = f - k z`` has ``phi'' = f''``. On a grid cell, ``phi`` dif
 linear interpolant by at most ``M2 h^2 / 8`` (the interpolation error bound
 ``|phi(z) - L(z)| <= M2 (z - z_i)(z_{i+1} - z) / 2``), and the interpolant lies between the
 cell's end values. So ``max phi <= max_grid phi + M2 h^2 / 8``, likewise for the min.
-A rounding slack of a few ulps is added. The slope of each line is chosen among a few candidates
+A rounding slack of a few ulps of the terms is added (``lipcert.rounding``). The slope of each line is chosen among a few candidates
 (chord, tangents at the ends, middle and quarter points) by the smallest area between the line and
 the function; any choice is sound.
 """
@@ -19,6 +19,7 @@ import math
 
 import torch
 
+from .. import rounding
 from ..graph import ops
 from .base import Interval, NonlinearRule, Relaxation
 
@@ -30,12 +31,13 @@ def _tanh(z):
 
 
 def _dtanh(z):
-    return 1 - torch.tanh(z) ** 2
+    # tanh' = 1 - tanh^2 = 4 s(2z) s(-2z): no cancellation when tanh saturates (1 - t^2 would be 0)
+    return 4 * torch.sigmoid(2 * z) * torch.sigmoid(-2 * z)
 
 
-def _d2tanh(z):
+def _d2tanh(z):  # used for candidate slopes only (any slope is sound)
     t = torch.tanh(z)
-    return -2 * t * (1 - t * t)
+    return -2 * t * _dtanh(z)
 
 
 def _sig(z):
@@ -43,13 +45,12 @@ def _sig(z):
 
 
 def _dsig(z):
-    s = torch.sigmoid(z)
-    return s * (1 - s)
+    # s (1 - s) = s(z) s(-z): accurate to a few ulps where s saturates (1 - s would round to 0)
+    return torch.sigmoid(z) * torch.sigmoid(-z)
 
 
-def _d2sig(z):
-    s = torch.sigmoid(z)
-    return s * (1 - s) * (1 - 2 * s)
+def _d2sig(z):  # used for candidate slopes only
+    return _dsig(z) * (torch.sigmoid(-z) - torch.sigmoid(z))
 
 
 class Smooth(NonlinearRule):
@@ -83,10 +84,14 @@ class Smooth(NonlinearRule):
                              self.df(l + w / 4), self.df(u - w / 4)])  # [C, B, *shape]
         t = torch.linspace(0, 1, GRID + 1, dtype=l.dtype, device=l.device)
         grid = l.unsqueeze(-1) + w.unsqueeze(-1) * t  # [B, *shape, G+1]
-        phi = self.f(grid).unsqueeze(0) - cands.unsqueeze(-1) * grid.unsqueeze(0)  # [C, B, *shape, G+1]
-        h = w / GRID
-        eps = torch.finfo(l.dtype).eps
-        slack = 8 * eps * (1 + phi.abs().amax(-1) + cands.abs() * torch.maximum(l.abs(), u.abs()))
+        grid[..., 0], grid[..., -1] = l, u  # the ends exactly, so the grid covers [l, u]
+        fg = self.f(grid)
+        phi = fg.unsqueeze(0) - cands.unsqueeze(-1) * grid.unsqueeze(0)  # [C, B, *shape, G+1]
+        un = rounding.unit(l.dtype)
+        xmax = torch.maximum(l.abs(), u.abs())
+        h = w / GRID * (1 + 8 * un) + 8 * un * xmax  # covers the rounding of the grid's spacing
+        # f(grid) is accurate to a few ulps of |f|; phi's two terms to one ulp each (lipcert.rounding)
+        slack = 16 * un * (fg.abs().amax(-1) + phi.abs().amax(-1) + cands.abs() * xmax) + rounding.tiny(l.dtype)
         corr = self.m2 * h * h / 8 + slack  # [C, B, *shape]
         b_up = phi.amax(-1) + corr
         b_lo = phi.amin(-1) - corr
@@ -120,6 +125,9 @@ class Mul(NonlinearRule):
 
     def init_alpha(self, node, ivs):
         return torch.full_like(ivs[0].lower, 0.5)
+
+    def rounding_scale(self, node, ivs):
+        return rounding.magnitude(ivs[0]) * rounding.magnitude(ivs[1])
 
     def relax(self, node, ivs, alpha=None, ctx=None):
         dl, du, gl, gu = ivs[0].lower, ivs[0].upper, ivs[1].lower, ivs[1].upper
