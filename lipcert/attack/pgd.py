@@ -224,10 +224,13 @@ def gamma_(k, dtype):
 
 
 def _witness_pairs(graph, box, pts, C, norm):
-    """Difference-quotient pairs around each point ``pts [B, K, *shape]``."""
+    """Difference-quotient pairs around each point ``pts [B, K, *shape]``, one sample at a time
+    (so that a sample's witness does not depend on the batch it came in)."""
     B, K = pts.shape[:2]
     shape = pts.shape[2:]
-    flat = pts.reshape(B * K, *shape)
-    val, x1, x2 = certify_points(graph, box.lower.repeat_interleave(K, 0), box.upper.repeat_interleave(K, 0),
-                                 flat, C.repeat(B, 1), norm)
-    return x1.reshape(B, K, *shape), x2.reshape(B, K, *shape), val.reshape(B, K)
+    out = [certify_points(graph, box.lower[b:b + 1].expand(K, *shape), box.upper[b:b + 1].expand(K, *shape),
+                          pts[b], C, norm) for b in range(B)]
+    val = torch.stack([o[0] for o in out])
+    x1 = torch.stack([o[1] for o in out])
+    x2 = torch.stack([o[2] for o in out])
+    return x1, x2, val
