@@ -48,11 +48,16 @@ def _flatten(model):
 
 
 def _dense(layer, in_shape):
-    """Dense matrix (no bias) of an affine layer on inputs of ``in_shape`` and its output shape."""
+    """Dense matrix (no bias) of an affine layer on inputs of ``in_shape`` and its output shape.
+    The offsets (``bias``, BatchNorm's ``running_mean``) are zeroed first rather than subtracted
+    afterwards: ``(w + b) - b`` can round, a Linear or Conv weight times a unit vector cannot."""
     n = math.prod(in_shape)
     eye = torch.eye(n, dtype=torch.float64).reshape(n, *in_shape)
     layer = copy.deepcopy(layer).double().cpu()  # never change the user's model
     with torch.no_grad():
+        for name in ("bias", "running_mean"):
+            if isinstance(getattr(layer, name, None), torch.Tensor):
+                getattr(layer, name).zero_()
         zero = layer(torch.zeros(1, *in_shape, dtype=torch.float64))
         out = layer(eye) - zero
     return out.reshape(n, -1).T.contiguous(), tuple(zero.shape[1:])

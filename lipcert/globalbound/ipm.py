@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from .chain import Chain
-from .lipsdp import _blocks, assemble
+from .lmi import _blocks, assemble
 
 
 def atoms(chain: Chain):
@@ -120,7 +120,7 @@ def ipm_lipsdp(chain: Chain, owner: torch.Tensor, n_free: int, lam0: torch.Tenso
     S = P.slack(y)
     LS, info = torch.linalg.cholesky_ex(S)
     if int(info) != 0:
-        return lam0[owner], {"iterations": 0, "primal_residual": float("inf"), "rho_lower": 0.0}
+        return lam0[owner], {"iterations": 0, "primal_residual": float("inf"), "rho_lower": 0.0, "rho": rho0}
     n, N = P.n, P.n + n_free
     X = torch.eye(n, dtype=torch.float64, device=P.dev) / P.n0           # tr(E X) = 1 at the start
     mu0 = float((X * S).sum()) / n
@@ -179,5 +179,6 @@ def ipm_lipsdp(chain: Chain, owner: torch.Tensor, n_free: int, lam0: torch.Tenso
         x = x + ap * dx
     r_p = P.b - P.apply(X) + torch.cat([torch.zeros(1, dtype=torch.float64, device=P.dev), x])
     C = P.slack(torch.zeros_like(y))
-    info = {"iterations": it + 1, "primal_residual": float(r_p.abs().max()), "rho_lower": float(-(C * X).sum())}
+    info = {"iterations": it + 1, "primal_residual": float(r_p.abs().max()), "rho_lower": float(-(C * X).sum()),
+            "rho": float(y[0])}
     return y[1:][owner], info
