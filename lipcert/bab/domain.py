@@ -38,9 +38,10 @@ class Domains:
 
     @staticmethod
     def cat(parts: list) -> "Domains":
-        parts = [p for p in parts if p is not None and len(p) > 0]
-        if len(parts) == 1:
-            return parts[0]
+        given = [p for p in parts if p is not None]
+        parts = [p for p in given if len(p) > 0]
+        if len(parts) <= 1:
+            return parts[0] if parts else given[0]  # all empty: an empty batch
         f = parts[0]
         return Domains(torch.cat([p.lo for p in parts]), torch.cat([p.up for p in parts]),
                        {k: torch.cat([p.splits[k] for p in parts]) for k in f.splits}, torch.cat([p.cls for p in parts]),

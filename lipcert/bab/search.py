@@ -5,13 +5,21 @@ largest upper bound is always split next, whatever its class (the reference impl
 its time equally over classes). Each step takes the ``batch`` worst open domains, splits each in
 two (a ReLU pre-activation ``z >= 0`` / ``z <= 0``, or the input box at the midpoint of one
 dimension; for inputs of dimension <= 16 by default "hybrid": the box while a domain has many
-unstable neurons, ReLUs after), bounds the children in one batched pass with plain CROWN reusing the parent's
-intermediate bounds, drops infeasible children and those whose bound is below the best lower
-bound, and settles children with no unstable neuron (their bound cannot improve by ReLU splits).
+unstable neurons, ReLUs after), bounds the children in one batched pass with plain CROWN reusing
+the parent's intermediate bounds, drops children whose bounds prove their splits contradictory,
+closes those whose bound is below the pruning threshold, and settles children with no unstable
+neuron (their bound cannot improve by ReLU splits).
 
-Anytime: at every moment ``upper = max(open, settled, pruned bounds)`` is a valid certificate
-(children cover their parent: ``z >= 0`` or ``z <= 0`` holds everywhere, and the two half boxes
-cover the box), and ``lower`` is the best difference quotient found.
+Anytime: at every moment ``upper = max(open, closed bounds)`` is a valid certificate (children
+cover their parent: ``z >= 0`` or ``z <= 0`` holds everywhere, and the two half boxes cover the
+box). Nothing a solver says lowers it unchecked: the LP that settles a fixed pattern proposes a
+point for a witness pair, or multipliers that prove the pattern's region misses the box; those are
+checked (``empty.certify_empty``) before the domain is dropped, and a claim that fails the check
+leaves the domain open, split further. ``lower`` is the best checked pair
+(``witness.BestPairs``). Pruning threshold: the best lower bound over all classes, or with
+``per_class`` each class's own lower bound times ``1 + rtol``, or the caller's target where
+higher (every class's bound made tight: the exact method's proof of the MILP's value), the
+search then running until no domain is open.
 """
 from __future__ import annotations
 
@@ -21,9 +29,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..attack.pgd import _own_grads, certify_points, dual_norm
-from .bounding import Setting, bound_domains
+from ..attack.pgd import _own_grads, dual_norm
+from ..engine.schedule import compute_bounds
+from ..rules import Interval
+from .bounding import CROWN, Setting, bound_domains
 from .domain import Domains
+from .empty import certify_empty
+from .witness import BestPairs
 
 
 @dataclass(frozen=True)
@@ -36,16 +48,14 @@ class BaBConfig:
     input_dim_limit: int = 16      # input splitting is considered up to this input dimension
     hybrid_free: int = 8           # hybrid: ReLU splits once a domain has at most this many unstable neurons
     progress: bool = False         # show a rich progress line
+    per_class: bool = False        # prune each class at its own lower bound * (1 + rtol), run until none is open
 
 
 @dataclass
 class BaBResult:
-    per_output_upper: torch.Tensor
-    lower: float
-    per_output_lower: torch.Tensor
-    x1: torch.Tensor
-    x2: torch.Tensor
-    output: int
+    per_output_upper: torch.Tensor  # [K] proved
+    per_output_lower: torch.Tensor  # [K] checked pairs (``pairs``)
+    pairs: BestPairs
     status: str
     domains_bounded: int
     steps: int
@@ -57,7 +67,8 @@ def _split(st: Setting, parents: Domains, mode: str, hybrid_free: int = 8):
     """Two children per parent: ``(lo, up, splits, cls, parent_fwd)`` with children 0..P-1 the
     first halves and P..2P-1 the second. "hybrid" bisects the input while a domain has more than
     ``hybrid_free`` unstable neurons and splits a ReLU after (near points where several kinks
-    meet, boxes keep straddling them and bisection alone converges slowly)."""
+    meet, boxes keep straddling them and bisection alone converges slowly). A domain whose box
+    has no width to bisect splits a ReLU."""
     P = len(parents)
     dev = parents.lo.device
     if mode == "relu":
@@ -66,12 +77,12 @@ def _split(st: Setting, parents: Domains, mode: str, hybrid_free: int = 8):
         use_input = torch.ones(P, dtype=torch.bool, device=dev)
     else:
         use_input = parents.n_free > hybrid_free
+    use_input &= parents.score_input > 0
     use_input |= parents.score_relu == -torch.inf  # nothing unstable left: only the box can split
     lo = parents.lo.repeat(2, *([1] * (parents.lo.dim() - 1)))
     up = parents.up.repeat(2, *([1] * (parents.up.dim() - 1)))
     splits = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in parents.splits.items()}
     rows = torch.arange(P, device=dev)
-    # input bisection
     ii = rows[use_input]
     if len(ii):
         dim = parents.pick_input[ii]
@@ -79,101 +90,92 @@ def _split(st: Setting, parents: Domains, mode: str, hybrid_free: int = 8):
         mid = (flo[ii, dim] + fup[ii, dim]) / 2
         fup[ii, dim] = mid
         flo[ii + P, dim] = mid
-    # ReLU split
-    rr = rows[~use_input]
-    for j in rr.tolist():
+    for j in rows[~use_input].tolist():
         node_idx, pos = parents.pick_relu[j].tolist()
         name = st.relu_inputs[node_idx]
         splits[name].reshape(2 * P, -1)[j, pos] = 1
         splits[name].reshape(2 * P, -1)[j + P, pos] = -1
     cls = parents.cls.repeat(2)
-    from ..rules import Interval
     fwd = {k: Interval(v.lower.repeat(2, *([1] * (v.lower.dim() - 1))), v.upper.repeat(2, *([1] * (v.upper.dim() - 1))))
            for k, v in parents.fwd.items()}
     return lo, up, splits, cls, fwd
 
 
-def bab_search(st: Setting, box, root_upper: torch.Tensor, lower: float, best_pts: torch.Tensor,
-               cfg: BaBConfig, region_lo: torch.Tensor, region_up: torch.Tensor) -> BaBResult:
-    """Search from per-class root bounds ``root_upper [K]`` and a certified ``lower`` whose witness
-    points are ``best_pts [K, *shape]`` (one per class)."""
+def bab_search(st: Setting, box, root_upper: torch.Tensor, pairs: BestPairs, cfg: BaBConfig,
+               targets: torch.Tensor | None = None) -> BaBResult:
+    """Search from per-class root bounds ``root_upper [K]`` (proved) over the box ``box``
+    (``[1, *in]``); ``pairs`` holds the checked witness pairs so far and collects new ones. With
+    ``per_class``, ``targets [K]`` (optional) raise each class's pruning threshold (a value to
+    prove, e.g. a solver's estimate: a wrong one only loosens the bound, which stays proved)."""
     t0 = time.perf_counter()
     K = st.C.shape[0]
     in_shape = tuple(box.lower.shape[1:])
     d = box.lower[0].numel()
-    dt = box.lower.dtype
-    dev = box.lower.device
-    per_lower = torch.zeros(K, dtype=dt, device=dev)
-    pair = {}
+    dt, dev = box.lower.dtype, box.lower.device
+    root_upper = root_upper.to(dt)
+    closed_max = torch.full((K,), -torch.inf, dtype=dt, device=dev)  # closed domains, per class
 
-    def improve_lower(pts, cls, lo_b, up_b):
-        nonlocal lower
-        q, x1, x2 = certify_points(st.graph, lo_b, up_b, pts, st.C[cls], st.norm)
-        for i in range(len(q)):
-            k = int(cls[i])
-            if q[i] > per_lower[k]:
-                per_lower[k] = q[i]
-                pair[k] = (x1[i].clone(), x2[i].clone())
-        lower = max(lower, float(per_lower.max()))
-
-    improve_lower(best_pts, torch.arange(K, device=dev), region_lo.expand(K, *in_shape), region_up.expand(K, *in_shape))
-    closed_max = torch.full((K,), -torch.inf, dtype=dt, device=dev)  # settled or pruned domains, per class
-
-    def zero_splits(D, fwd):
-        return {z: torch.zeros((D,) + tuple(fwd[z].lower.shape[1:]), dtype=torch.int8, device=dev)
-                for z in st.relu_inputs}
-
-    # root domains, one per class still above the lower bound
     cls = torch.arange(K, device=dev)
     lo = box.lower.expand(K, *in_shape).clone()
     up = box.upper.expand(K, *in_shape).clone()
-    from ..engine.schedule import compute_bounds
-    from .bounding import CROWN
-    from ..rules import Interval
     fb0 = compute_bounds(st.graph, {st.graph.input: box}, CROWN)
     splits0 = {z: torch.zeros((K,) + tuple(fb0[z].lower.shape[1:]), dtype=torch.int8, device=dev)
                for z in st.relu_inputs}
     fwd0 = {k: Interval(v.lower.expand(K, *v.lower.shape[1:]), v.upper.expand(K, *v.upper.shape[1:])) for k, v in fb0.items()}
     doms = bound_domains(st, lo, up, splits0, cls, fwd0)
-    doms.ub = torch.minimum(doms.ub, root_upper.to(dt))
+    # the region is never empty: a root "infeasible" is rounding, and keeps the root bound
+    doms.ub = torch.where(doms.ub == -torch.inf, root_upper, torch.minimum(doms.ub, root_upper))
     piecewise = st.graph.is_piecewise_linear()
     mode = cfg.split if piecewise else "input"
     if mode == "auto":  # measured on 2-64-64-2 nets: hybrid beats pure input or ReLU splitting
         mode = "hybrid" if d <= cfg.input_dim_limit else "relu"
     steps = bounded = 0
+    lower = float(pairs.value.max())
     history = [(0.0, lower, float(doms.ub.max()))]
     status = "time_limit"
     progress = _Progress(cfg.progress)
     try:
         while True:
-            # settle and prune
-            keep = doms.ub > lower
-            if (~keep).any():
-                _scatter_max(closed_max, doms.cls[~keep], doms.ub[~keep])
+            lower = float(pairs.value.max())
+            thr = pairs.value * (1 + cfg.rtol) if cfg.per_class else torch.full_like(pairs.value, lower)
+            if cfg.per_class and targets is not None:
+                thr = torch.maximum(thr, targets.to(thr))
+            keep = doms.ub > thr[doms.cls]
             # with no unstable ReLU left (piecewise-linear nets), the gradient is constant on the
-            # domain: its bound is exact and no split can lower it
+            # domain's part of the box: its bound is exact and no split can lower it
             settled = keep & (doms.score_relu == -torch.inf) & piecewise
             if settled.any():
                 sel = settled.nonzero().flatten()
-                boxes = torch.stack([(doms.splits[z][sel] != 0).reshape(len(sel), -1).any(1)
-                                     for z in st.relu_inputs]).any(0) == 0 if st.relu_inputs else \
+                plain = ~torch.stack([(doms.splits[z][sel] != 0).reshape(len(sel), -1).any(1)
+                                      for z in st.relu_inputs]).any(0) if st.relu_inputs else \
                     torch.ones(len(sel), dtype=torch.bool, device=dev)
                 empty = torch.zeros(len(sel), dtype=torch.bool, device=dev)
-                if boxes.any():  # a plain box: f is affine on it, a witness at its centre is exact
-                    b = sel[boxes]
-                    improve_lower((doms.lo[b] + doms.up[b]) / 2, doms.cls[b], doms.lo[b], doms.up[b])
-                if (~boxes).any():
-                    empty[~boxes] = _settle_patterns(st, doms, sel[~boxes], lower, improve_lower)
-                _scatter_max(closed_max, doms.cls[sel[~empty]], doms.ub[sel[~empty]])
-                keep &= ~settled
-            doms = doms.take(keep.nonzero().flatten())
-            upper_now = max(float(doms.ub.max()) if len(doms) else -torch.inf, float(closed_max.max()), lower)
+                reopen = torch.zeros_like(empty)
+                if plain.any():  # a plain box: f is affine on it, a witness at its centre is exact
+                    b = sel[plain]
+                    pairs.search(doms.cls[b], doms.lo[b], doms.up[b], (doms.lo[b] + doms.up[b]) / 2)
+                if (~plain).any():
+                    empty[~plain], reopen[~plain] = _settle_patterns(st, doms, sel[~plain], pairs)
+                settled[sel[reopen & (doms.score_input[sel] > 0)]] = False
+                doms.ub[sel[empty]] = -torch.inf  # proved empty: closed without a bound
+            # nothing left to split (no unstable neuron, no box width): the bound is final
+            stuck = keep & (doms.score_relu == -torch.inf) & (doms.score_input <= 0)
+            close = ~keep | settled | stuck
+            if close.any():
+                _scatter_max(closed_max, doms.cls[close], doms.ub[close])
+            doms = doms.take((~close).nonzero().flatten())
+            lower = float(pairs.value.max())
+            upper_now = max(float(doms.ub.max()) if len(doms) else -math.inf, float(closed_max.max()), lower)
             history.append((time.perf_counter() - t0, lower, upper_now))
             progress.update(lower, upper_now, len(doms), time.perf_counter() - t0, cfg.time_limit)
             if len(doms) == 0:
-                status = "optimal" if upper_now <= lower * (1 + cfg.rtol) + 1e-12 else "exhausted"
+                if cfg.per_class:
+                    tight = closed_max <= thr + 1e-12
+                    status = "optimal" if bool(tight.all()) else "exhausted"
+                else:
+                    status = "optimal" if upper_now <= lower * (1 + cfg.rtol) + 1e-12 else "exhausted"
                 break
-            if upper_now <= lower * (1 + cfg.rtol):
+            if not cfg.per_class and upper_now <= lower * (1 + cfg.rtol):
                 status = "converged"
                 break
             if time.perf_counter() - t0 > cfg.time_limit:
@@ -190,29 +192,35 @@ def bab_search(st: Setting, box, root_upper: torch.Tensor, lower: float, best_pt
             children.ub = torch.minimum(children.ub, parents.ub.repeat(2))  # a child is inside its parent
             bounded += len(children)
             steps += 1
-            # lower bound: gradient norms at the centres of the best children boxes
             if mode != "relu" or steps % 4 == 0:
-                top = children.ub.argsort(descending=True)[: min(16, len(children))]
-                centres = (children.lo[top] + children.up[top]) / 2
-                g = _own_grads(st.graph, centres, st.C[children.cls[top]])
-                gn = dual_norm(g.unsqueeze(1), st.norm)[:, 0]
-                good = gn > per_lower[children.cls[top]]
-                if good.any():
-                    sel = top[good]
-                    improve_lower(centres[good], children.cls[sel], children.lo[sel], children.up[sel])
+                _lower_from_centres(st, children, pairs)
+            # children whose own bounds prove their splits contradictory are empty: dropped
             doms = Domains.cat([rest, children.take((children.ub > -torch.inf).nonzero().flatten())])
     finally:
         progress.close()
     per_upper = closed_max.clone()
     if len(doms):
         _scatter_max(per_upper, doms.cls, doms.ub)
-    per_upper = torch.maximum(per_upper, per_lower)  # classes fully pruned: lower is still a bound... see below
-    # a class whose every domain was pruned below the global lower bound has upper <= lower; the
-    # max over classes is unaffected, and per class we report what was proved for it
-    per_upper = torch.where(per_upper == -torch.inf, torch.zeros_like(per_upper), per_upper)
-    k = int(per_lower.argmax())
-    x1, x2 = pair.get(k, (best_pts[k], best_pts[k]))
-    return BaBResult(per_upper, float(per_lower.max()), per_lower, x1, x2, k, status, bounded, steps, mode, history)
+    # every class keeps at least its root domain's cover; -inf would mean the engine called the
+    # whole region empty, which it is not: fall back to the root bound, never to 0
+    per_upper = torch.where(per_upper == -torch.inf, root_upper, per_upper)
+    per_upper = torch.maximum(per_upper, pairs.value)
+    return BaBResult(per_upper, pairs.value.clone(), pairs, status, bounded, steps, mode, history)
+
+
+def _lower_from_centres(st, children, pairs):
+    """Gradient norms at the centres of the best children boxes; pairs around the promising ones."""
+    top = children.ub.argsort(descending=True)[: min(16, len(children))]
+    top = top[children.ub[top] > -torch.inf]
+    if len(top) == 0:
+        return
+    centres = (children.lo[top] + children.up[top]) / 2
+    g = _own_grads(st.graph, centres, st.C[children.cls[top]])
+    gn = dual_norm(g.unsqueeze(1), st.norm)[:, 0]
+    good = gn > pairs.value[children.cls[top]]
+    if good.any():
+        sel = top[good]
+        pairs.search(children.cls[sel], children.lo[sel], children.up[sel], centres[good])
 
 
 def _scatter_max(target, idx, vals):
@@ -240,24 +248,29 @@ class _Progress:
             self.bar.stop()
 
 
-def _settle_patterns(st, doms, sel, lower, improve_lower):
-    """For domains whose every neuron has a fixed phase: an LP finds an interior point of the
-    pattern's linear region (a witness pair there realises the domain's exact value) or proves
-    the region empty. Returns the mask (over ``sel``) of empty domains."""
-    from ..exact.pattern import interior_point
+def _settle_patterns(st, doms, sel, pairs):
+    """For domains whose every neuron has a fixed phase: an LP looks for an interior point of the
+    pattern's linear region, around which a witness pair realises the domain's value. Returns
+    ``(empty, reopen)`` masks over ``sel``: empty when the LP's Farkas multipliers pass
+    ``empty.certify_empty`` (the domain holds no point), reopen when the LP found no point and
+    its claim did not check out (split further rather than dropped)."""
+    from ..exact.pattern import pattern_lp
     empty = torch.zeros(len(sel), dtype=torch.bool, device=sel.device)
+    reopen = torch.zeros_like(empty)
     for n, j in enumerate(sel.tolist()):
-        if doms.ub[j] <= lower:
-            continue
         phases = {}
         for z in st.relu_inputs:
             sp, zb = doms.splits[z][j], doms.fwd[z]
             phases[z] = ((sp > 0) | ((sp == 0) & (zb.lower[j] >= 0) & (zb.upper[j] > 0))).to(torch.int8)
         lo, up = doms.lo[j], doms.up[j]
-        pt, margin = interior_point(st.graph, lo, up, phases)
-        if margin < -1e-9:
-            empty[n] = True
+        pt, margin, multipliers = pattern_lp(st.graph, lo, up, phases)
+        if pt is None or margin < 0:
+            if certify_empty(st.graph, lo, up, phases, multipliers):
+                empty[n] = True
+            elif pt is None or margin < -1e-9:
+                reopen[n] = True
         elif margin > 0:
             r = margin / math.sqrt(lo.numel()) * 0.5
-            improve_lower(pt[None], doms.cls[j:j + 1], torch.maximum(pt - r, lo)[None], torch.minimum(pt + r, up)[None])
-    return empty
+            pairs.search(doms.cls[j:j + 1], torch.maximum(pt - r, lo)[None], torch.minimum(pt + r, up)[None], pt[None])
+            pairs.chord(int(doms.cls[j]), pt, lo, up, phases)
+    return empty, reopen

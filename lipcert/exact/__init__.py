@@ -1,5 +1,6 @@
-"""Exact values for small piecewise-linear networks (MILP with HiGHS) and linear-region tools."""
-from .milp import ExactResult, exact_lipschitz
+"""Exact values for small piecewise-linear networks (MILP with HiGHS, checked by BaB) and linear-region tools."""
+from .milp import MilpOutcome, milp_values
 from .pattern import interior_point, pattern_affine
+from .verify import ExactResult, exact_lipschitz
 
-__all__ = ["exact_lipschitz", "ExactResult", "interior_point", "pattern_affine"]
+__all__ = ["exact_lipschitz", "ExactResult", "milp_values", "MilpOutcome", "interior_point", "pattern_affine"]

@@ -19,8 +19,9 @@ INF = float("inf")
 class Solution:
     status: str            # "optimal", "time_limit", "infeasible", "unbounded", ...
     objective: float       # incumbent objective (nan when none)
-    bound: float           # proved bound on the optimum (dual bound for a MILP)
+    bound: float           # the solver's bound on the optimum (dual bound for a MILP), unchecked
     x: np.ndarray | None   # incumbent values
+    row_dual: np.ndarray | None = None  # LP row duals (unchecked: callers verify what they derive from them)
 
 
 class Model:
@@ -64,11 +65,19 @@ class Model:
             self.add_row(np.concatenate([in_idx[nz], [out_idx[j]]]), np.concatenate([M[j, nz], [coef_out]]),
                          -c[j], -c[j])
 
-    def solve(self, maximize: bool = True, time_limit: float | None = None, mip_gap: float = 1e-6,
-              presolve: bool = True, tolerance: float | None = None) -> Solution:
-        """Solve; ``tolerance`` sets HiGHS's primal and MIP feasibility tolerances (None: its
-        defaults, 1e-7 / 1e-6). On Lipschitz MILPs we saw HiGHS return a wrong "optimal" with the
-        defaults on one model and with 1e-9 on another: callers cross-check (see exact.milp)."""
+    def dense(self):
+        """``(A [rows, n], row_lo, row_hi, col_lo, col_hi, cost)`` as float64 arrays."""
+        A = np.zeros((len(self.r_lo), self.n))
+        for r, (idx, val) in enumerate(zip(self.r_idx, self.r_val)):
+            np.add.at(A[r], idx, val)
+        cost = np.zeros(self.n)
+        for j, v in self.cost.items():
+            cost[j] = v
+        return A, np.array(self.r_lo), np.array(self.r_hi), np.array(self.lb), np.array(self.ub), cost
+
+    def highs(self, maximize: bool = True, relax: bool = False, time_limit: float | None = None,
+              mip_gap: float = 1e-6, presolve: bool = True, tolerance: float | None = None):
+        """A HiGHS instance holding the model (``relax``: every variable continuous)."""
         if highspy is None:
             raise SolverError("highspy is not installed; pip install highspy")
         h = highspy.Highs()
@@ -101,19 +110,36 @@ class Model:
         lp.a_matrix_.num_col_ = self.n
         lp.a_matrix_.num_row_ = len(self.r_lo)
         lp.sense_ = highspy.ObjSense.kMaximize if maximize else highspy.ObjSense.kMinimize
-        if any(self.integer):
+        if any(self.integer) and not relax:
             lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
                                for i in self.integer]
         h.passModel(lp)
+        return h
+
+    def solve(self, maximize: bool = True, time_limit: float | None = None, mip_gap: float = 1e-6,
+              presolve: bool = True, tolerance: float | None = None) -> Solution:
+        """Solve; ``tolerance`` sets HiGHS's primal and MIP feasibility tolerances (None: its
+        defaults, 1e-7 / 1e-6). On Lipschitz MILPs we saw HiGHS return a wrong "optimal" with the
+        defaults on one model and with 1e-9 on another: nothing here is a bound until checked
+        (see exact.verify)."""
+        h = self.highs(maximize, False, time_limit, mip_gap, presolve, tolerance)
         h.run()
-        status = h.modelStatusToString(h.getModelStatus()).lower()
-        info = h.getInfo()
-        has_sol = info.primal_solution_status == 2  # kSolutionStatusFeasible
-        x = np.array(h.getSolution().col_value) if has_sol else None
-        obj = info.objective_function_value if has_sol else float("nan")
-        if any(self.integer):
-            bound = info.mip_dual_bound
-        else:
-            bound = obj if status == "optimal" else (INF if maximize else -INF)
-        name = {"optimal": "optimal", "time limit reached": "time_limit", "infeasible": "infeasible"}.get(status, status)
-        return Solution(name, obj, bound, x)
+        return read_solution(h, any(self.integer), maximize)
+
+
+def read_solution(h, integer: bool, maximize: bool = True) -> Solution:
+    """The :class:`Solution` of a HiGHS instance after ``run``."""
+    status = h.modelStatusToString(h.getModelStatus()).lower()
+    info = h.getInfo()
+    has_sol = info.primal_solution_status == 2  # kSolutionStatusFeasible
+    x = np.array(h.getSolution().col_value) if has_sol else None
+    duals = None
+    if has_sol and not integer and info.dual_solution_status == 2:
+        duals = np.array(h.getSolution().row_dual)
+    obj = info.objective_function_value if has_sol else float("nan")
+    if integer:
+        bound = info.mip_dual_bound
+    else:
+        bound = obj if status == "optimal" else (INF if maximize else -INF)
+    name = {"optimal": "optimal", "time limit reached": "time_limit", "infeasible": "infeasible"}.get(status, status)
+    return Solution(name, obj, bound, x, duals)

@@ -10,9 +10,15 @@ For output row ``c`` the MILP is (LipMIP, Jordan & Dimakis 2020, over the joint 
   feasible, the two vertices of the Clarke set); ``t_i = |J_i|`` with a binary sign when ``J_i``
   can take both signs; objective ``max sum_i t_i`` (l_inf inputs) or ``max_i t_i`` (l1 inputs).
 Its optimum is the maximum of the chain-rule gradient norm over the region: the paper's target, an
-upper bound of the Lipschitz constant equal to it on generic networks. The reported lower bound is
-still a witness pair: the optimum's activation pattern is given to an LP that finds an interior
-point of its linear region, and the pair around that point realises the gradient norm exactly.
+upper bound of the Lipschitz constant equal to it on generic networks. What comes out of HiGHS is
+an estimate, never a bound: the optimum's activation pattern is given to an LP that finds an
+interior point of its linear region, and a pair around that point, checked by lipcert's own
+evaluation (``bab.witness``), realises the value as a lower bound; ``exact.verify`` proves the
+matching upper bound (``exact.certified``, then BaB).
+
+The model relaxes the problem in exact arithmetic, which ``exact.certified`` relies on: its rows
+hold the network's own weights, every big-M constant and variable bound comes from the engine's
+sound bounds (widened by ``1e-9``), and the gradient scale is a power of two.
 """
 from __future__ import annotations
 
@@ -23,7 +29,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..attack.pgd import certify_points
 from ..errors import InvalidInput
 from ..graph import ops
 from ..rules import lookup
@@ -32,12 +37,14 @@ from .pattern import interior_point
 
 
 @dataclass
-class ExactResult:
-    per_output_upper: torch.Tensor
-    per_output_lower: torch.Tensor
-    witness: dict
-    status: str
-    details: dict
+class MilpOutcome:
+    """What HiGHS said for one spec row: unchecked numbers."""
+
+    value: float     # its claimed maximum (the largest bound of the usable solves; nan: none)
+    status: str      # "optimal", "time_limit" or "failed" (infeasible, unbounded, error, no bound)
+    solves: list     # (settings, HiGHS status, objective, bound) per solve
+    model: object = None   # the MILP (``lp.Model``), for ``exact.certified``
+    scale: float = 1.0     # its objective is ``scale`` times the gradient norm
 
 
 def _matrices(graph, node):
@@ -68,7 +75,7 @@ def _backward_nodes(jg, spec_input) -> set:
 def build(jg, spec_input, jac, bounds: dict, i: int, norm: str, fwd_input: str):
     """The MILP for batch index ``i`` of the joint-graph ``bounds``. Returns (model, x vars,
     binaries per pre-activation, scale). The gradient part is linear and homogeneous in the spec
-    ``c``, so it is solved for ``scale * c`` with ``scale`` making the Jacobian bounds O(1) (deep
+    ``c``, so it is solved for ``scale * c`` with ``scale`` (a power of two) making the Jacobian bounds O(1) (deep
     nets have gradients of 1e-3 and below, where solver tolerances start to cut off solutions);
     the objective is divided by ``scale`` afterwards."""
     m = Model()
@@ -76,7 +83,8 @@ def build(jg, spec_input, jac, bounds: dict, i: int, norm: str, fwd_input: str):
     delta: dict = {}
     back = _backward_nodes(jg, spec_input)
     jl0, ju0 = _np(bounds[jac], i)
-    scale = 1.0 / max(float(np.max(np.maximum(np.abs(jl0), np.abs(ju0)))), 1e-300)
+    # a power of two: scaling is then exact, and the scaled MILP relaxes the scaled problem exactly
+    scale = 2.0 ** -math.floor(math.log2(max(float(np.max(np.maximum(np.abs(jl0), np.abs(ju0)))), 1e-300)))
     for node in jg.nodes:
         name = node.name
         lo, up = _np(bounds[name], i)
@@ -166,76 +174,52 @@ def build(jg, spec_input, jac, bounds: dict, i: int, norm: str, fwd_input: str):
     return m, var[fwd_input], delta, scale
 
 
-def exact_lipschitz(graph, box, C, norm, root, b, *, time_limit=None, mip_gap=1e-6, lower_points=None,
-                    lower_values=None) -> ExactResult:
-    """Exact per-output values for sample ``b`` of ``root`` (a ``JacobianBounds`` of the batch)."""
+def milp_values(graph, box, C, norm, root, b, pairs, *, time_limit=None, mip_gap=1e-6) -> list:
+    """One :class:`MilpOutcome` per spec row for sample ``b`` of ``root`` (a ``JacobianBounds``
+    of the batch); the witness pair of every incumbent is offered to ``pairs`` (a
+    ``bab.witness.BestPairs``, which checks it)."""
     if not graph.is_piecewise_linear():
         bad = next(n for n in graph.nodes if n.op in ops.SMOOTH)
         raise InvalidInput(f"method 'exact' supports piecewise-linear networks (ReLU, LeakyReLU); {bad.describe()} is not")
     gg = root.gradient_graph
     jg = gg.graph
     K = C.shape[0]
-    ups = root.norm_upper[b].clone()
-    lows = torch.zeros(K, dtype=ups.dtype) if lower_values is None else lower_values.clone()
-    pairs = {}
-    statuses, objectives = [], []
+    out = []
     t0 = time.perf_counter()
     for k in range(K):
         i = b * K + k
         budget = None if time_limit is None else max(0.1, (time_limit - (time.perf_counter() - t0)) / (K - k))
         m, xv, delta, scale = build(jg, gg.spec_input, gg.jacobian, root.joint, i, norm, graph.input)
-        proved, objective, status_k = [], float("nan"), "optimal"
+        solves, value, status = [], math.nan, "failed"
         # HiGHS is not reliable on these models under any single setting (a wrong "optimal" was
-        # seen with its default tolerances on one net and with 1e-9 on another): solve under two
-        # settings, certify every incumbent by a witness pair, keep the larger proved bound, and
-        # fall back to presolve off, then to the sound root bound, when a witness beats it.
+        # seen with its default tolerances on one net and with 1e-9 on another): move on to the
+        # next setting while its value is below a checked witness or it found none
         for settings in ({"tolerance": None}, {"tolerance": 1e-9}, {"tolerance": None, "presolve": False}):
-            if len(proved) == 2 and max(proved) >= float(lows[k]) * (1 - 1e-7) - 1e-9:
-                break
-            tl = None if budget is None else budget / 2
-            sol = _unscale(m.solve(maximize=True, time_limit=tl, mip_gap=mip_gap, **settings), scale)
+            tl = None if budget is None else budget / 3
+            try:
+                sol = _unscale(m.solve(maximize=True, time_limit=tl, mip_gap=mip_gap, **settings), scale)
+            except Exception as err:  # a solver error is a failed solve, never a property of the region
+                solves.append((settings, f"error: {err}", math.nan, math.nan))
+                continue
+            solves.append((settings, sol.status, sol.objective, sol.bound))
             if sol.x is not None:
-                objective = max(objective, sol.objective) if objective == objective else sol.objective
-                q, pair = _witness_from_solution(graph, box, C[k], norm, sol.x, xv, delta, root.forward, b)
-                if q > lows[k]:
-                    lows[k], pairs[k] = q, pair
-            if sol.status == "optimal":
-                proved.append(sol.bound)
-            elif sol.status == "time_limit" and math.isfinite(sol.bound):
-                proved.append(sol.bound)
-                status_k = "time_limit"
-            else:
-                status_k = sol.status
-        bound = max(proved) if proved else math.inf
-        if bound < float(lows[k]) * (1 - 1e-7) - 1e-9:
-            status_k, bound = "solver_inconsistent", math.inf
-        if math.isfinite(bound):
-            # solver tolerances (feasibility, the MIP gap) are added to the proved bound
-            ups[k] = min(float(ups[k]), bound * (1 + 1e-7) + 1e-9)
-        statuses.append(status_k)
-        objectives.append(objective)
-    status = "optimal" if all(s == "optimal" for s in statuses) else (
-        "time_limit" if any(s == "time_limit" for s in statuses) else ",".join(sorted(set(statuses))))
-    k = int(lows.argmax())
-    shape = graph[graph.input].shape
-    if k in pairs:
-        x1, x2 = pairs[k]
-    else:
-        x1 = x2 = lower_points[k] if lower_points is not None else box.lower[0]
-    witness = {"x1": x1.reshape(shape), "x2": x2.reshape(shape), "output": k}
-    details = {"solver": "HiGHS", "solver_status": statuses, "milp_objective": objectives, "mip_gap": mip_gap}
-    return ExactResult(ups, lows, witness, status, details)
+                _offer_witness(graph, box, pairs, k, sol.x, xv, delta, root.forward, b)
+            # "infeasible" on a region that is never empty is a numerical failure, not an answer
+            if sol.status in ("optimal", "time_limit") and math.isfinite(sol.bound):
+                value = sol.bound if math.isnan(value) else max(value, sol.bound)
+                status = "optimal" if "optimal" in (status, sol.status) else "time_limit"
+                if sol.status == "optimal" and sol.bound >= float(pairs.value[k]) * (1 - 1e-6):
+                    break
+        out.append(MilpOutcome(value, status, solves, m, scale))
+    return out
 
 
 def _unscale(sol, scale):
     return type(sol)(sol.status, sol.objective / scale, sol.bound / scale, sol.x)
 
 
-
-
-
-def _witness_from_solution(graph, box, c, norm, xsol, xv, delta, fwd_bounds, b):
-    """The certified difference quotient realised inside the linear region of the MILP optimum."""
+def _offer_witness(graph, box, pairs, k, xsol, xv, delta, fwd_bounds, b):
+    """The pair realised inside the linear region of the MILP incumbent, offered to ``pairs``."""
     phases = {}
     for name, d in delta.items():
         iv = fwd_bounds[name]
@@ -246,10 +230,12 @@ def _witness_from_solution(graph, box, c, norm, xsol, xv, delta, fwd_bounds, b):
                 ph[j] = int(round(xsol[var]))
         phases[name] = ph.reshape(iv.lower.shape[1:])
     lo, up = box.lower[0], box.upper[0]
+    cls = torch.tensor([k], device=lo.device)
+    x_inc = torch.tensor(xsol[xv], dtype=lo.dtype, device=lo.device).reshape(lo.shape)
+    pairs.search(cls, lo[None], up[None], torch.minimum(torch.maximum(x_inc, lo), up)[None])
     pt, margin = interior_point(graph, lo, up, phases)
-    if pt is None or margin <= 0:
-        return 0.0, None
+    if pt is None or not margin > 0:
+        return
     r = margin / math.sqrt(lo.numel()) * 0.5
-    plo, pup = torch.maximum(pt - r, lo), torch.minimum(pt + r, up)
-    q, x1, x2 = certify_points(graph, plo[None], pup[None], pt[None], c[None], norm)
-    return float(q[0]), (x1[0], x2[0])
+    pairs.search(cls, torch.maximum(pt - r, lo)[None], torch.minimum(pt + r, up)[None], pt[None])
+    pairs.chord(k, pt, lo, up, phases)

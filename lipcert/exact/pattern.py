@@ -5,7 +5,8 @@ With every (leaky) ReLU's phase fixed, the network is affine in ``x``; its pre-a
 ``{x in box : phase_j * z_j(x) >= 0}``. ``interior_point`` finds its Chebyshev-like centre (the
 point maximising the distance to every hyperplane and box face) with an LP: a positive margin means
 the region has an interior, where the gradient is the pattern's Jacobian, so a witness pair around
-that point realises it exactly; a negative margin proves the region empty.
+that point realises it (the pair is checked by evaluation); a negative margin says the region is
+empty, a claim that counts only once ``bab.empty`` has checked its Farkas certificate.
 """
 from __future__ import annotations
 
@@ -45,9 +46,18 @@ def pattern_affine(graph, phases: dict, dtype=torch.float64) -> dict:
 
 
 def interior_point(graph, lo: torch.Tensor, up: torch.Tensor, phases: dict):
-    """``(x [*in], margin)``: the point of the pattern's region farthest (in l2) from its
-    hyperplanes and from the faces of the box ``[lo, up]`` of positive width. ``margin < 0``: the
-    region is empty; ``margin == 0``: it has no interior."""
+    """``(x [*in], margin)``: see :func:`pattern_lp`."""
+    pt, margin, _ = pattern_lp(graph, lo, up, phases)
+    return pt, margin
+
+
+def pattern_lp(graph, lo: torch.Tensor, up: torch.Tensor, phases: dict):
+    """``(x [*in], margin, multipliers)``: the point of the pattern's region farthest (in l2)
+    from its hyperplanes and from the faces of the box ``[lo, up]`` of positive width, found by
+    HiGHS. ``margin < 0``: the LP says the region is empty, and ``multipliers`` (name -> ``[n]``,
+    the duals of the hyperplane rows, or None) are its Farkas certificate, unchecked: with them
+    ``sum_j y_j s_j z_j(x) <= margin < 0`` on the whole box (``bab.empty`` checks it);
+    ``margin == 0``: no interior. Nothing here is a bound until checked."""
     device = lo.device
     if device.type != "cpu":  # the LP is solved on the CPU
         graph = graph.to(device="cpu")
@@ -58,6 +68,7 @@ def interior_point(graph, lo: torch.Tensor, up: torch.Tensor, phases: dict):
     m = Model()
     x = m.add_vars(lo.flatten().numpy(), up.flatten().numpy())
     tau = m.add_vars(-1e6, 1e6)[0]
+    rows = []  # (name, j) of each hyperplane row
     for name, (M, c) in aff.items():
         sign = phases[name].flatten().numpy() * 2.0 - 1.0
         Mn, cn = M.numpy(), c.numpy()
@@ -69,6 +80,7 @@ def interior_point(graph, lo: torch.Tensor, up: torch.Tensor, phases: dict):
             # sign * (M x + c) >= tau * ||M||
             m.add_row(np.concatenate([x[nz], [tau]]), np.concatenate([sign[j] * Mn[j, nz], [-norms[j]]]),
                       lo=-sign[j] * cn[j])
+            rows.append((name, j))
     w = (up - lo).flatten().numpy()
     lf, uf = lo.flatten().numpy(), up.flatten().numpy()
     for i in range(d):
@@ -76,8 +88,16 @@ def interior_point(graph, lo: torch.Tensor, up: torch.Tensor, phases: dict):
             m.add_row([x[i], tau], [1.0, -1.0], lo=lf[i])
             m.add_row([x[i], tau], [-1.0, -1.0], lo=-uf[i])
     m.cost = {int(tau): 1.0}
-    sol = m.solve(maximize=True)
-    if sol.status == "infeasible" or sol.x is None:
-        return None, -math.inf
+    try:
+        sol = m.solve(maximize=True)
+    except Exception:  # a solver failure says nothing about the region
+        return None, math.nan, None
+    if sol.status != "optimal" or sol.x is None:
+        return None, math.nan, None
     pt = torch.tensor(sol.x[:d], dtype=lo.dtype).reshape(lo.shape).to(device)
-    return pt, float(sol.x[d])
+    multipliers = None
+    if sol.row_dual is not None:
+        multipliers = {name: np.zeros(M.shape[0]) for name, (M, _) in aff.items()}
+        for r, (name, j) in enumerate(rows):
+            multipliers[name][j] = abs(float(sol.row_dual[r]))
+    return pt, float(sol.x[d]), multipliers
