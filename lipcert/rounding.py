@@ -8,9 +8,9 @@ function; the argument for each step, with ``u`` the unit roundoff of the workin
 and Stability of Numerical Algorithms*, ch. 3: a computed sum of ``k`` products differs from the
 exact one by at most ``gamma_k`` times the sum of the products' absolute values):
 
-1. **The region** (``outward_box``): ``x0 - eps`` and ``x0 + eps`` are formed in float64, each
-   off by at most half an ulp, and moved one ulp outward (``nextafter``), so the float64 box
-   contains the exact one; cast to float32 the ends are rounded down/up (a cast that went the
+1. **The region** (``outward_box``): ``x0 - eps`` and ``x0 + eps`` are formed in float64 with
+   the exact sign of their rounding error (TwoSum) and moved one ulp outward (``nextafter``) where
+   they fell inside, so the float64 box contains the exact one; cast to float32 the ends are rounded down/up (a cast that went the
    wrong way is moved one float32 ulp outward). Domain ends are rounded the same way before the
    box is clipped (clipping by ``max``/``min`` is exact). Witness points are drawn from the
    *inward*-rounded box (``inward_box``) so that they lie in the exact region.
@@ -96,15 +96,30 @@ def cast_up(x: torch.Tensor, dtype) -> torch.Tensor:
     return torch.where(bad, up(y), y)
 
 
+def two_sum(a: torch.Tensor, b: torch.Tensor):
+    """``(s, e)`` with ``s = fl(a + b)`` and ``s + e = a + b`` exactly (Knuth's TwoSum)."""
+    s = a + b
+    bb = s - a
+    e = (a - (s - bb)) + (b - bb)
+    return s, e
+
+
+def _ends(x0, eps):
+    """``x0 - eps`` and ``x0 + eps`` rounded to nearest, with the signs of their rounding errors:
+    ``lo + lo_err`` and ``hi + hi_err`` are the exact ends."""
+    lo, lo_err = two_sum(x0, -eps.expand_as(x0))
+    hi, hi_err = two_sum(x0, eps.expand_as(x0))
+    return lo, lo_err, hi, hi_err
+
+
 def outward_box(x0: torch.Tensor, eps: torch.Tensor, dlo, dhi, dtype):
     """``(lower, upper)`` in ``dtype`` containing ``{x : |x - x0| <= eps} ∩ [dlo, dhi]`` exactly.
 
     ``x0``/``eps`` are float64 (exact copies of the user's values); ``dlo``/``dhi`` are float64
     or None."""
-    lo, hi = x0 - eps, x0 + eps
-    pos = eps > 0
-    lo = torch.where(pos, down(lo), lo)  # x0 - 0 and x0 + 0 are exact
-    hi = torch.where(pos, up(hi), hi)
+    lo, lo_err, hi, hi_err = _ends(x0, eps)
+    lo = torch.where(lo_err < 0, down(lo), lo)  # the computed end lies inside the exact one: step out
+    hi = torch.where(hi_err > 0, up(hi), hi)
     if dlo is not None:
         lo, hi = torch.maximum(lo, dlo), torch.minimum(hi, dhi)
     return cast_down(lo, dtype), cast_up(hi, dtype)
@@ -114,10 +129,9 @@ def inward_box(x0: torch.Tensor, eps: torch.Tensor, dlo, dhi, dtype):
     """``(lower, upper)`` in ``dtype`` inside the exact region (witness points are drawn from it);
     None when some coordinate of the region holds no ``dtype`` value (a radius below the dtype's
     resolution around a value it cannot represent)."""
-    lo, hi = x0 - eps, x0 + eps
-    pos = eps > 0
-    lo = torch.minimum(torch.where(pos, up(lo), lo), x0)   # x0 itself is in the ball
-    hi = torch.maximum(torch.where(pos, down(hi), hi), x0)
+    lo, lo_err, hi, hi_err = _ends(x0, eps)
+    lo = torch.minimum(torch.where(lo_err > 0, up(lo), lo), x0)   # outside the exact end: step in
+    hi = torch.maximum(torch.where(hi_err < 0, down(hi), hi), x0)  # (x0 itself is in the ball)
     if dlo is not None:
         lo, hi = torch.maximum(lo, dlo), torch.minimum(hi, dhi)
     lo_t, hi_t = cast_up(lo, dtype), cast_down(hi, dtype)
