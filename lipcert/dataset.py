@@ -9,10 +9,14 @@ An ``out`` ending in ``.parquet`` gets the same JSON-lines journal next to it
 (``NAME.parquet.journal.jsonl``, the resumable record) and the Parquet table (``pyarrow``) is
 rewritten atomically from the journal when a run ends.
 
-With labels, each record also has the prediction and a certified radius: on the ball of radius
-``eps`` the logit margin ``f_y - f_j`` changes by at most ``(U_y + U_j) ||x - x0||_inf`` (``U``
-the per-output upper bounds), so the prediction is certified on the ball of radius
-``min(eps, min_j (f_y - f_j)(x0) / (U_y + U_j))``; 0 when the prediction is wrong.
+Models: an ``nn.Module`` (sent to worker processes as it is), or a model file / ``zoo:NAME``
+loaded with :func:`lipcert.io.load` (safe by default; ``model_class``, ``model_args``,
+``trust_pickle`` as there): the parent loads it once, and worker processes and Ray tasks get the
+path and those options, never a pickled model, and load it the same way.
+
+With labels, each record also has the prediction and a certified radius with its norm
+(``radius_norm``): see :func:`certified_radius_from_bounds`. The radius is measured in the input
+norm ``p`` of the constants (``norm``), not in l_inf, unless ``norm="inf"``.
 """
 from __future__ import annotations
 
@@ -44,6 +48,8 @@ class Summary:
     seconds: float
     records: int = 0
     extra: dict = field(default_factory=dict)
+    radius_norm: str | None = None       # the norm of the radii ("inf", "2", "1"), when labels were given
+    median_radius: float | None = None
 
 
 def as_inputs(inputs):
@@ -112,9 +118,39 @@ def _repair(path: Path) -> None:
             f.truncate(cut)
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """A model file and how to load it (the arguments of :func:`lipcert.io.load`): what worker
+    processes get instead of a module, so that each loads it the same safe way."""
+
+    path: str
+    model_class: object = None     # a class or "pkg.module:Class" (weights files)
+    model_args: object = None      # dict or JSON object string
+    trust_pickle: bool = False
+
+    def load(self):
+        from .io import load
+        return load(self.path, model_class=self.model_class, model_args=self.model_args,
+                    trust_pickle=self.trust_pickle)
+
+
+_LOADED: dict = {}   # per process: ModelSource -> module, so a worker loads each file once
+
+
+def _model(model):
+    if not isinstance(model, ModelSource):
+        return model
+    key = repr(model)
+    if key not in _LOADED:
+        _LOADED[key] = model.load()
+    return _LOADED[key]
+
+
 def certify_batch(model, X, idx, eps, labels, kw) -> list:
     """Records for inputs ``X`` (global indices ``idx``) at radius ``eps``; never raises."""
     from .lipschitz.local import local_lipschitz
+    from .report.records import dataset_record
+    model = _model(model)
     t0 = time.perf_counter()
     try:
         certs = local_lipschitz(model, X, eps, **kw)
@@ -132,27 +168,40 @@ def certify_batch(model, X, idx, eps, labels, kw) -> list:
         p = next(iter(model.parameters()))
         logits = model(X.to(p.dtype)).double()
     for j, c in enumerate(certs):
-        r = {"index": int(idx[j]), "eps": float(eps), "method": c.method, "norm": c.norm, "upper": c.upper,
-             "lower": c.lower, "ratio": c.ratio if math.isfinite(c.ratio) else None,
-             "per_output_upper": c.per_output_upper.tolist(), "per_output_lower": c.per_output_lower.tolist(),
-             "witness_output": c.witness["output"], "status": c.status, "seconds": seconds,
-             "prediction": int(logits[j].argmax()), "error": None}
-        if labels is not None:
-            y = int(labels[j])
-            r["label"] = y
-            r["radius"] = _radius(logits[j], c.per_output_upper, y, eps)
-        recs.append(r)
+        y = None if labels is None else int(labels[j])
+        radius = None if y is None else certified_radius_from_bounds(logits[j], c.per_output_upper, y, eps)
+        recs.append(dataset_record(c, index=int(idx[j]), eps=eps, seconds=seconds, prediction=int(logits[j].argmax()),
+                                   domain=kw.get("domain"), label=y, radius=radius))
     return recs
 
 
 def _safe(model, X, idx, eps, labels, kw):
+    from .report.records import dataset_error_record
     try:
         return certify_batch(model, X, idx, eps, labels, kw)
     except Exception as e:  # noqa: BLE001 - recorded, the run goes on
-        return [{"index": int(i), "eps": float(eps), "error": f"{type(e).__name__}: {e}".splitlines()[0]} for i in idx]
+        return [dataset_error_record(i, eps, f"{type(e).__name__}: {e}".splitlines()[0]) for i in idx]
 
 
-def _radius(logits, ups, y, eps):
+def certified_radius_from_bounds(logits, ups, y: int, eps: float) -> float:
+    """Radius of a certified prediction from per-output Lipschitz upper bounds.
+
+    Let ``U_j`` bound the Lipschitz constant of ``f_j`` w.r.t. ``||.||_p`` (``p`` the input norm
+    the bounds were computed for) on the region ``R = {x : ||x - x0||_inf <= eps} ∩ domain``.
+    ``R`` is convex and holds ``x0``, so for ``x`` in ``R`` the margin ``m_j = f_y - f_j`` obeys
+    ``m_j(x) >= m_j(x0) - (U_y + U_j) ||x - x0||_p``. With
+    ``r = min(eps, min_{j != y} m_j(x0) / (U_y + U_j))`` every ``x`` of the l_p ball
+    ``B_p(x0, r)`` that is in ``R`` keeps ``m_j(x) >= 0``, i.e. the prediction ``y`` (up to ties).
+    ``B_p(x0, r)`` lies inside the l_inf box of radius ``eps`` exactly when ``r <= eps`` (for every
+    p, since ``||v||_inf <= ||v||_p`` and ``r e_1`` is in the ball), hence the ``min`` with eps; the
+    domain clipping only removes points that are not valid inputs, so the certified set is
+    ``B_p(x0, r) ∩ domain``.
+
+    Args:
+        logits: ``[K]`` outputs at ``x0``; ups: ``[K]`` per-output upper bounds; y: the label.
+    Returns:
+        ``r`` (a radius in the l_p norm of the bounds), or 0 when the prediction at ``x0`` is not ``y``.
+    """
     if int(logits.argmax()) != y:
         return 0.0
     best = float(eps)
@@ -172,23 +221,36 @@ def _local_worker(args):
 
 def certify_dataset(model, inputs, eps, *, method: str = "crown", norm="inf", labels=None, out=None,
                     workers: int = 1, cluster=None, batch_size: int = 32, domain=None, progress: bool = False,
-                    **options) -> Summary:
+                    trust_pickle: bool = False, model_class=None, model_args=None, **options) -> Summary:
     """Certify every input at every radius, streaming one record per ``(input, eps)`` to ``out``
     (JSON lines); see the module docstring for resuming and failure handling.
 
+    Each record's bounds hold on the l_inf box of radius ``eps`` around its input, clipped to
+    ``domain`` (recorded as ``region_eps`` and ``domain``, with the ``dtype``); ``norm`` is the
+    input norm p of the constants. With labels a record's ``radius`` certifies the prediction on
+    the l_p ball of that radius (``radius_norm`` = p) intersected with the domain; it is at most
+    ``eps`` (see :func:`certified_radius_from_bounds`).
+
     Args:
+        model: an ``nn.Module``, or a model file / ``"zoo:NAME"`` (see :func:`lipcert.io.load`).
         inputs: tensor/array ``[N, ...]``, a ``.npy``/``.pt``/``.csv`` file, or a torch Dataset
             (items ``x`` or ``(x, label)``).
-        eps: a radius or a list of radii.
+        eps: a radius or a list of radii (of the l_inf box).
         labels: optional ``[N]`` labels (records then carry a certified radius).
         out: results file (``.jsonl``, or ``.parquet`` with a JSON-lines journal beside it); required.
         workers: local processes (without Ray); cluster: ``"auto"``, ``"local"`` or a Ray address.
+        trust_pickle, model_class, model_args: how a model file is loaded, as in :func:`lipcert.load`
+            (in this process and in every worker).
     """
     if out is None:
         raise InvalidInput("certify_dataset needs out=PATH (a .jsonl or .parquet file)")
+    worker_model = model
     if isinstance(model, (str, os.PathLike)):
-        from .io import load
-        model = load(model)
+        worker_model = ModelSource(os.fspath(model), model_class, model_args, bool(trust_pickle))
+        model = worker_model.load()      # fails here, before any work, when the file is refused
+    elif model_class is not None or model_args is not None:
+        raise InvalidInput("model_class/model_args are for a model file; model is already a "
+                           f"{type(model).__name__}")
     X, ds_labels = as_inputs(inputs)
     if labels is None:
         labels = ds_labels
@@ -216,18 +278,18 @@ def certify_dataset(model, inputs, eps, *, method: str = "crown", norm="inf", la
     _repair(journal)
     have = {(r["index"], r["eps"]) for r in read_records(journal)}
     kw = dict(method=method, norm=norm, domain=domain, **options)
-    tasks = []
+    tasks = []   # (X, idx, eps, labels, kw); the model is added where the task runs
     for e in eps_list:
         todo = [i for i in range(len(X)) if (i, e) not in have]
         for s in range(0, len(todo), batch_size):
             idx = torch.tensor(todo[s:s + batch_size])
-            tasks.append((model, X[idx], idx, e, None if labels is None else labels[idx], kw))
-    skipped = len(X) * len(eps_list) - sum(len(t[2]) for t in tasks)
+            tasks.append((X[idx], idx, e, None if labels is None else labels[idx], kw))
+    skipped = len(X) * len(eps_list) - sum(len(t[1]) for t in tasks)
     t0 = time.perf_counter()
     done = errors = 0
-    bar = _Bar(progress, sum(len(t[2]) for t in tasks))
+    bar = _Bar(progress, sum(len(t[1]) for t in tasks))
     with open(journal, "a") as f:
-        for recs in _results(tasks, workers, cluster):
+        for recs in _results(tasks, model, worker_model, workers, cluster):
             for r in recs:
                 f.write(json.dumps(r) + "\n")
                 done += 1
@@ -243,18 +305,19 @@ def certify_dataset(model, inputs, eps, *, method: str = "crown", norm="inf", la
                      total=len(X) * len(eps_list))
 
 
-def _results(tasks, workers, cluster):
-    """Batches of records in order of completion."""
+def _results(tasks, model, worker_model, workers, cluster):
+    """Batches of records in order of completion. ``model`` runs here; other processes get
+    ``worker_model`` (the module, or the :class:`ModelSource` of a file)."""
     if cluster is not None:
         from .distributed import ray_results
-        yield from ray_results(tasks, cluster)
+        yield from ray_results(worker_model, tasks, cluster)
     elif workers > 1:
         import multiprocessing as mp
         with mp.get_context("spawn").Pool(workers) as pool:
-            yield from pool.imap_unordered(_local_worker, tasks)
+            yield from pool.imap_unordered(_local_worker, [(worker_model, *t) for t in tasks])
     else:
         for t in tasks:
-            yield _safe(*t)
+            yield _safe(model, *t)
 
 
 def summarize(records, done=0, skipped=0, seconds=0.0, total=None) -> Summary:
@@ -262,12 +325,13 @@ def summarize(records, done=0, skipped=0, seconds=0.0, total=None) -> Summary:
     ups = [r["upper"] for r in ok]
     lows = [r["lower"] for r in ok]
     ratios = [r["ratio"] for r in ok if r.get("ratio") is not None]
-    radii = [r["radius"] for r in ok if "radius" in r]
+    radii = [r["radius"] for r in ok if r.get("radius") is not None]
+    norms = sorted({str(r.get("radius_norm", r.get("norm"))) for r in ok if r.get("radius") is not None})
     mean = lambda v: float(statistics.fmean(v)) if v else float("nan")  # noqa: E731
     med = lambda v: float(statistics.median(v)) if v else float("nan")  # noqa: E731
     return Summary(total if total is not None else len(records), done, skipped, len(records) - len(ok), mean(ups),
                    med(ups), mean(lows), med(ratios), sum(r > 0 for r in radii) if radii else None, seconds,
-                   len(records))
+                   len(records), radius_norm=",".join(norms) or None, median_radius=med(radii) if radii else None)
 
 
 class _Bar:

@@ -1,7 +1,10 @@
-"""Loading models and inputs from files.
+"""Loading models and inputs from files, without running code from them unless asked.
 
-Models: ``.onnx`` (converted by onnx2torch into the same capture path), a whole module saved with
-``torch.save(model)`` (``.pt``/``.pth``), or ``zoo:NAME`` for a zoo model.
+Models (see :func:`load`): ``.onnx`` (converted by onnx2torch into the same capture path),
+``.pt2`` (``torch.export.save``; the archive is vetted, :mod:`lipcert.exported`), weights without
+code (a ``state_dict`` ``.pt``/``.pth`` or a ``.safetensors`` file, plus the model's class,
+:mod:`lipcert.loading`), ``zoo:NAME``, or an ``nn.Module``. A pickled whole module loads only
+with ``trust_pickle=True``.
 Inputs: ``.npy``, ``.pt``/``.pth`` (a tensor), ``.csv`` (one sample per row, no header).
 """
 from __future__ import annotations
@@ -25,27 +28,57 @@ def file_hash(path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def load(path) -> nn.Module:
-    """An eval-mode ``nn.Module`` from an ONNX file, a ``torch.save`` file, or ``zoo:NAME``."""
-    s = str(path)
+def load(model, *, model_class=None, model_args=None, trust_pickle: bool = False) -> nn.Module:
+    """An ``nn.Module`` from a model file, ``zoo:NAME``, an ``ExportedProgram`` or a module.
+
+    Safe by default: no code from the file runs.
+
+    - ``.onnx``: an ONNX graph.
+    - ``.pt2``: a ``torch.export`` program (``torch.export.save``), as ``ep.module()``.
+    - ``.pt``/``.pth``/``.bin`` holding a ``state_dict``, or ``.safetensors``: weights; the code
+      comes from ``model_class`` (a class, or ``"pkg.module:Class"``) called with ``model_args``
+      (a dict or a JSON object string); the weights are loaded strictly.
+    - a ``.pt`` holding a pickled module (``torch.save(model)``): refused with
+      :class:`InvalidModel` before any of its code runs, unless ``trust_pickle=True``, which
+      unpickles it (and says so on stderr).
+
+    Args:
+        model: a path (str or PathLike), ``"zoo:NAME"``, a ``torch.export.ExportedProgram`` or an
+            ``nn.Module`` (returned as given).
+        model_class: the model's class for a weights file.
+        model_args: keyword arguments of ``model_class``.
+        trust_pickle: allow unpickling the file (runs code from it).
+    Returns:
+        The module, in eval mode when it was loaded from a file.
+    """
+    if isinstance(model, nn.Module):
+        return model
+    if isinstance(model, torch.export.ExportedProgram):
+        from .exported import unlift
+        return unlift(model)
+    if not isinstance(model, (str, os.PathLike)):
+        raise InvalidInput(f"model must be an nn.Module, a path or 'zoo:NAME', not {type(model).__name__}")
+    s = os.fspath(model)
     if s.startswith("zoo:"):
         from . import zoo
         return zoo.load_model(s[4:])
     p = Path(s)
     if not p.exists():
         raise InvalidInput(f"model file not found: {s}")
-    if p.suffix.lower() == ".onnx":
+    if p.is_dir():
+        raise InvalidInput(f"model path is a folder, not a file: {s}")
+    suffix = p.suffix.lower()
+    if model_class is not None and suffix in (".onnx", ".pt2"):
+        raise InvalidInput(f"model_class is for weights files (.pt state_dict, .safetensors); {s} carries its graph")
+    if suffix == ".onnx":
         return load_onnx(p)
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise InvalidModel(f"cannot read {s} as a torch.save file: {e}") from e
-    if isinstance(obj, dict):
-        raise InvalidModel(f"{s} holds a state_dict, not a model: save the whole module (torch.save(model)) "
-                           "or export it to ONNX")
-    if not isinstance(obj, nn.Module):
-        raise InvalidModel(f"{s} holds a {type(obj).__name__}, not an nn.Module")
-    return obj.eval()
+    if suffix == ".pt2":
+        from .exported import load_exported
+        return load_exported(p, trust=trust_pickle)
+    from . import loading
+    if suffix == ".safetensors":
+        return loading.load_safetensors(p, model_class=model_class, model_args=model_args)
+    return loading.load_torch_file(p, model_class=model_class, model_args=model_args, trust=trust_pickle)
 
 
 def load_onnx(path) -> nn.Module:

@@ -128,11 +128,12 @@ def test_cli_certify_dataset_and_report(digits, tmp_path):
     m, X, y = digits
     np.save(tmp_path / "x.npy", X[:10].numpy())
     np.save(tmp_path / "y.npy", y[:10].numpy())
-    torch.save(m, tmp_path / "m.pt")
+    torch.save(m.state_dict(), tmp_path / "m.pt")
     r = CliRunner().invoke(app, ["certify-dataset", str(tmp_path / "m.pt"), "--inputs", str(tmp_path / "x.npy"),
                                  "--labels", str(tmp_path / "y.npy"), "--eps", "0.005,0.01", "--out",
-                                 str(tmp_path / "r.jsonl"), "--domain", "0,1"])
+                                 str(tmp_path / "r.jsonl"), "--domain", "0,1", "--model-class", "loadable:DigitsMLP"])
     assert r.exit_code == 0, r.output
+    assert "radii are linf radii" in r.output
     assert len(read_records(tmp_path / "r.jsonl")) == 20
     r = CliRunner().invoke(app, ["report", str(tmp_path / "r.jsonl"), "--out", str(tmp_path / "rep")])
     assert r.exit_code == 0, r.output
@@ -162,10 +163,89 @@ def test_parquet_output_resumes_from_its_journal_and_reports(digits, tmp_path):
     s = lipcert.certify_dataset(m, Xb, [0.01, 0.02], labels=y[:5], out=out, **FAST)
     assert s.done == 0 and s.skipped == 10
     np.save(tmp_path / "x.npy", X[:4].numpy())
-    torch.save(m, tmp_path / "m.pt")
+    torch.save(m.state_dict(), tmp_path / "m.pt")
     r = CliRunner().invoke(app, ["certify-dataset", str(tmp_path / "m.pt"), "--inputs", str(tmp_path / "x.npy"),
-                                 "--eps", "0.01", "--out", str(tmp_path / "cli.parquet")])
+                                 "--eps", "0.01", "--out", str(tmp_path / "cli.parquet"),
+                                 "--model-class", "loadable:DigitsMLP"])
     assert r.exit_code == 0, r.output
     assert len(read_records(tmp_path / "cli.parquet")) == 4
     r = CliRunner().invoke(app, ["report", str(tmp_path / "cli.parquet"), "--out", str(tmp_path / "rep")])
     assert r.exit_code == 0, r.output
+
+
+def _project(x, x0, r, p, lo=0.0, hi=1.0):
+    """A point of the l_p ball B_p(x0, r) ∩ [lo, hi]^n near x: clip to the box, then project on
+    the ball along shrinking coordinates (scaling for l2, soft-thresholding for l1, clipping for
+    l_inf), which keeps every coordinate between x0's and the clipped x's, so still in the box."""
+    d = x.clamp(lo, hi) - x0                                            # [B, n]
+    if p == "inf":
+        return x0 + d.clamp(-r, r)
+    if p == "2":
+        n = d.norm(dim=1, keepdim=True)
+        return x0 + d * torch.clamp(r / n.clamp_min(1e-30), max=1.0)
+    a = d.abs()                                                         # l1: Duchi et al.'s projection
+    inside = a.sum(1) <= r
+    s, _ = a.sort(1, descending=True)
+    cs = s.cumsum(1) - r
+    k = torch.arange(1, a.shape[1] + 1, dtype=a.dtype)
+    rho = ((s - cs / k) > 0).sum(1, keepdim=True).clamp_min(1)
+    theta = cs.gather(1, rho - 1) / rho
+    out = d.sign() * (a - theta).clamp_min(0)
+    return x0 + torch.where(inside[:, None], d, out)
+
+
+def _pgd_min_margin(model, x0, y, r, p, steps=40, restarts=4, seed=0):
+    """Smallest margin f_y - max_{j != y} f_j found by projected gradient descent over
+    B_p(x0, r) ∩ [0, 1]^n (random starts in the ball)."""
+    g = torch.Generator().manual_seed(seed)
+    x0 = x0.double().reshape(1, -1).expand(restarts, -1)
+    x = _project(x0 + r * (2 * torch.rand(x0.shape, generator=g, dtype=x0.dtype) - 1), x0, r, p)
+    best = float("inf")
+    lr = r / 8
+    for _ in range(steps):
+        x = x.detach().requires_grad_(True)
+        out = model(x)
+        other = out.clone()
+        other[:, y] = -float("inf")
+        margin = out[:, y] - other.max(1).values
+        best = min(best, float(margin.detach().min()))
+        (grad,) = torch.autograd.grad(margin.sum(), x)
+        if p == "inf":
+            step = grad.sign()
+        else:
+            step = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-30)
+        x = _project(x - lr * step, x0, r, p)
+    with torch.no_grad():
+        out = model(x)
+        other = out.clone()
+        other[:, y] = -float("inf")
+        return min(best, float((out[:, y] - other.max(1).values).min()))
+
+
+@pytest.mark.parametrize("norm,eps", [("inf", 0.02), ("2", 0.1), ("1", 0.3)])
+def test_radius_is_certified_in_its_own_norm(digits, tmp_path, norm, eps):
+    """Issue 13: a record's radius is an l_p radius for p = the norm of the constants; PGD in the
+    l_p ball of that radius (within the domain) never flips the prediction, while for p = 1 the
+    same attack in the l_inf ball of that radius (the old label) does: the check has teeth."""
+    import copy
+    from lipcert.report.records import validate_dataset_record
+    m, X, y = digits
+    out = tmp_path / f"r{norm}.jsonl"
+    s = lipcert.certify_dataset(m, X[:12], eps, labels=y[:12], norm=norm, out=out, domain=(0, 1), **FAST)
+    recs = read_records(out)
+    assert s.radius_norm == norm and s.certified and s.median_radius is not None
+    m64 = copy.deepcopy(m).double()
+    attacked = broken_as_linf = 0
+    for r in recs:
+        validate_dataset_record(r)
+        assert r["radius_norm"] == norm == r["norm"] and r["dtype"] == "float64"
+        assert r["region_eps"] == pytest.approx(eps) and r["domain"] == [0.0, 1.0]
+        assert 0 <= r["radius"] <= r["region_eps"]
+        if r["radius"] > 0:
+            attacked += 1
+            worst = _pgd_min_margin(m64, X[r["index"]], r["label"], r["radius"], norm)
+            assert worst > 0, (r["index"], r["radius"], worst)
+            if norm == "1":   # the bug: the same radius read as an l_inf radius is broken by the same attack
+                broken_as_linf += _pgd_min_margin(m64, X[r["index"]], r["label"], r["radius"], "inf") < 0
+    assert attacked >= 6
+    assert norm != "1" or broken_as_linf > 0

@@ -62,9 +62,18 @@ def _outputs(s: Optional[str]):
         raise InvalidInput(f"--outputs must be comma-separated indices, got {s!r}") from None
 
 
-def _load(model: str):
+MODEL_HELP = ("ONNX file, torch.export program (.pt2), weights (.pt state_dict / .safetensors, with "
+              "--model-class), or zoo:NAME")
+# every command that takes a model takes these three; nothing from a model file runs without --trust-pickle
+MODEL_CLASS = typer.Option(None, "--model-class", help="the model's class for a weights file: pkg.module:Class")
+MODEL_ARGS = typer.Option(None, "--model-args", help="JSON object of keyword arguments for --model-class")
+TRUST = typer.Option(False, "--trust-pickle", help="allow a pickled whole module (torch.save(model)): this runs "
+                                                  "code from the file; only for files you trust")
+
+
+def _load(model: str, model_class=None, model_args=None, trust_pickle: bool = False):
     from ..io import load
-    return load(model)
+    return load(model, model_class=model_class, model_args=model_args, trust_pickle=trust_pickle)
 
 
 def _input(path: str):
@@ -88,10 +97,11 @@ def _cert_table(certs, title):
 
 
 @app.command()
-def bound(model: str = typer.Argument(..., help="ONNX file, torch.save'd model, or zoo:NAME"),
+def bound(model: str = typer.Argument(..., help=MODEL_HELP),
           input: str = typer.Option(..., "--input", "-i", help=".npy, .pt or .csv: one input or a batch"),
           eps: float = typer.Option(..., "--eps", help="radius of the l_inf ball"),
-          norm: str = typer.Option("inf", "--norm", help="input norm: inf, 2 or 1"),
+          norm: str = typer.Option("inf", "--norm", help="input norm p of the constant: inf, 2 or 1 (the region "
+                                                         "stays the l_inf ball of radius eps)"),
           domain: Optional[str] = typer.Option(None, "--domain", help="lo,hi clipping the region, e.g. 0,1"),
           method: str = typer.Option("alpha-crown", "--method", help="alpha-crown, crown, recurjac, ibp, naive, bab, exact"),
           bab: Optional[float] = typer.Option(None, "--bab", help="seconds of branch-and-bound"),
@@ -99,12 +109,13 @@ def bound(model: str = typer.Argument(..., help="ONNX file, torch.save'd model, 
           outputs: Optional[str] = typer.Option(None, "--outputs", help="comma-separated output indices"),
           json_path: Optional[Path] = typer.Option(None, "--json", help="write the certificate(s) as JSON"),
           device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
-          debug: bool = typer.Option(False, "--debug", help="show tracebacks")):
+          model_class: Optional[str] = MODEL_CLASS, model_args: Optional[str] = MODEL_ARGS,
+          trust_pickle: bool = TRUST, debug: bool = typer.Option(False, "--debug", help="show tracebacks")):
     """Certify the local Lipschitz constant of MODEL around the input(s)."""
     def go():
         import lipcert
         from ..report.records import record, validate
-        net = _load(model)
+        net = _load(model, model_class, model_args, trust_pickle)
         x = _input(input)
         kw = {"bab_time": bab} if bab is not None else {}
         if method in ("bab",) or bab is not None:
@@ -133,12 +144,13 @@ def bound(model: str = typer.Argument(..., help="ONNX file, torch.save'd model, 
 def jacobian(model: str, input: str = typer.Option(..., "--input", "-i"), eps: float = typer.Option(..., "--eps"),
              domain: Optional[str] = typer.Option(None, "--domain"), method: str = typer.Option("crown", "--method"),
              out_path: Optional[Path] = typer.Option(None, "--out", help="write the bounds as .npz"),
-             debug: bool = typer.Option(False, "--debug")):
+             model_class: Optional[str] = MODEL_CLASS, model_args: Optional[str] = MODEL_ARGS,
+             trust_pickle: bool = TRUST, debug: bool = typer.Option(False, "--debug")):
     """Elementwise bounds on the Jacobian over the region."""
     def go():
         import numpy as np
         import lipcert
-        net = _load(model)
+        net = _load(model, model_class, model_args, trust_pickle)
         lo, up = lipcert.jacobian_bounds(net, _input(input), eps, domain=_domain(domain), method=method)
         t = Table(title="Jacobian bounds (per output: min lower, max upper, mean width)")
         for c in ("output", "min lower", "max upper", "mean width", "sign-certified entries"):
@@ -161,11 +173,13 @@ def monotonic(model: str, input: str = typer.Option(..., "--input", "-i"), eps: 
               vary: str = typer.Option("feature", "--vary", help="feature: only FEATURE varies; all: the whole ball"),
               domain: Optional[str] = typer.Option(None, "--domain"),
               bab: float = typer.Option(5.0, "--bab", help="seconds of input splitting when inconclusive"),
-              debug: bool = typer.Option(False, "--debug")):
+              model_class: Optional[str] = MODEL_CLASS, model_args: Optional[str] = MODEL_ARGS,
+              trust_pickle: bool = TRUST, debug: bool = typer.Option(False, "--debug")):
     """Certify that OUTPUT is monotone in FEATURE on the region (or find a violation)."""
     def go():
         import lipcert
-        r = lipcert.monotonicity(_load(model), _input(input), eps, feature, output, direction=direction,
+        net = _load(model, model_class, model_args, trust_pickle)
+        r = lipcert.monotonicity(net, _input(input), eps, feature, output, direction=direction,
                                  domain=_domain(domain), vary=vary, bab_time=bab)
         out.print(repr(r))
         if r.status == "violated":
@@ -182,7 +196,8 @@ def global_cmd(model: str, norm: str = typer.Option("2", "--norm", help="2, inf 
                solver: str = typer.Option("ipm", "--solver", help="ipm, lbfgs, clarabel or scs"),
                device: Optional[str] = typer.Option(None, "--device"),
                json_out: Optional[Path] = typer.Option(None, "--json", help="write the result as JSON"),
-               debug: bool = typer.Option(False, "--debug")):
+               model_class: Optional[str] = MODEL_CLASS, model_args: Optional[str] = MODEL_ARGS,
+               trust_pickle: bool = TRUST, debug: bool = typer.Option(False, "--debug")):
     """Certified global (region-free) Lipschitz constant of a Sequential chain: naive or LipSDP."""
     def go():
         import lipcert
@@ -191,7 +206,8 @@ def global_cmd(model: str, norm: str = typer.Option("2", "--norm", help="2, inf 
             shape = tuple(int(v) for v in input_shape.split(",")) if input_shape else None
         except ValueError:
             raise InvalidInput(f"--input-shape must be comma-separated integers, got {input_shape!r}") from None
-        g = lipcert.global_lipschitz(_load(model), norm, method, input_shape=shape, solver=solver, device=device)
+        net = _load(model, model_class, model_args, trust_pickle)
+        g = lipcert.global_lipschitz(net, norm, method, input_shape=shape, solver=solver, device=device)
         t = Table(title="global Lipschitz bound")
         for c in ("method", "norm", "upper", "naive", "seconds"):
             t.add_column(c, justify="right")
@@ -206,11 +222,13 @@ def global_cmd(model: str, norm: str = typer.Option("2", "--norm", help="2, inf 
 @app.command()
 def radius(model: str, input: str = typer.Option(..., "--input", "-i"), label: int = typer.Option(..., "--label"),
            domain: Optional[str] = typer.Option(None, "--domain"), method: str = typer.Option("crown", "--method"),
-           debug: bool = typer.Option(False, "--debug")):
+           model_class: Optional[str] = MODEL_CLASS, model_args: Optional[str] = MODEL_ARGS,
+           trust_pickle: bool = TRUST, debug: bool = typer.Option(False, "--debug")):
     """Largest l_inf radius with a certified unchanged prediction (vs the naive global radius)."""
     def go():
         import lipcert
-        out.print(repr(lipcert.certified_radius(_load(model), _input(input), label, domain=_domain(domain),
+        net = _load(model, model_class, model_args, trust_pickle)
+        out.print(repr(lipcert.certified_radius(net, _input(input), label, domain=_domain(domain),
                                                 method=method)))
     _run(go, debug)
 
@@ -219,7 +237,9 @@ def radius(model: str, input: str = typer.Option(..., "--input", "-i"), label: i
 def report(model: str, input: Optional[str] = typer.Option(None, "--input", "-i"),
            out_dir: Path = typer.Option(Path("lipcert-report"), "--out"),
            eps: Optional[str] = typer.Option(None, "--eps", help="comma-separated radii for the curve"),
-           domain: Optional[str] = typer.Option(None, "--domain"), debug: bool = typer.Option(False, "--debug")):
+           domain: Optional[str] = typer.Option(None, "--domain"),
+           model_class: Optional[str] = MODEL_CLASS, model_args: Optional[str] = MODEL_ARGS,
+           trust_pickle: bool = TRUST, debug: bool = typer.Option(False, "--debug")):
     """Write PNG plots and an HTML page: bound vs eps, per-output bars, Jacobian-width heat map.
     MODEL may also be a dataset results file (.jsonl/.parquet): then the distribution of bounds."""
     def go():
@@ -233,7 +253,8 @@ def report(model: str, input: Optional[str] = typer.Option(None, "--input", "-i"
         if input is None:
             raise InvalidInput("--input is required for a model report")
         kw = {} if eps is None else {"eps_list": [float(v) for v in eps.split(",")]}
-        cert, files = plots.write_report(_load(model), _input(input), out_dir, domain=_domain(domain), **kw)
+        net = _load(model, model_class, model_args, trust_pickle)
+        cert, files = plots.write_report(net, _input(input), out_dir, domain=_domain(domain), **kw)
         out.print(repr(cert))
         for f in files:
             out.print(f"wrote {f}")
@@ -242,12 +263,13 @@ def report(model: str, input: Optional[str] = typer.Option(None, "--input", "-i"
 
 @app.command()
 def check(model: str, input: Optional[str] = typer.Option(None, "--input", "-i"),
-          debug: bool = typer.Option(False, "--debug")):
+          model_class: Optional[str] = MODEL_CLASS, model_args: Optional[str] = MODEL_ARGS,
+          trust_pickle: bool = TRUST, debug: bool = typer.Option(False, "--debug")):
     """Capture MODEL and list its ops with forward and gradient rule availability."""
     def go():
         from ..graph import capture
         from ..rules import RULES
-        net = _load(model)
+        net = _load(model, model_class, model_args, trust_pickle)
         import torch
         x = _input(input) if input else None
         if x is None:
@@ -283,26 +305,37 @@ def certify_dataset_cmd(model: str, inputs: str = typer.Option(..., "--inputs", 
                         eps: str = typer.Option(..., "--eps", help="radius or comma-separated radii"),
                         out_path: Path = typer.Option(..., "--out", help="results file (.jsonl, or .parquet with a .journal.jsonl beside it), resumable"),
                         labels: Optional[str] = typer.Option(None, "--labels", help=".npy/.pt/.csv labels"),
-                        method: str = typer.Option("crown", "--method"), norm: str = typer.Option("inf", "--norm"),
+                        method: str = typer.Option("crown", "--method"),
+                        norm: str = typer.Option("inf", "--norm", help="input norm p of the constants: inf, 2 or 1; "
+                                                                       "with --labels, radii are l_p radii"),
                         domain: Optional[str] = typer.Option(None, "--domain"),
                         workers: int = typer.Option(1, "--workers", help="local processes"),
                         ray: Optional[str] = typer.Option(None, "--ray", help="'local', 'auto' or a Ray address"),
                         batch_size: int = typer.Option(32, "--batch-size"),
-                        debug: bool = typer.Option(False, "--debug")):
+                        model_class: Optional[str] = MODEL_CLASS, model_args: Optional[str] = MODEL_ARGS,
+                        trust_pickle: bool = TRUST, debug: bool = typer.Option(False, "--debug")):
     """Certify every input at every radius; records stream to OUT; rerunning resumes."""
     def go():
         import lipcert
-        s = lipcert.certify_dataset(_load(model), inputs, [float(v) for v in eps.split(",")], method=method,
+        from ..lipschitz.norms import parse_norm
+        p = parse_norm(norm)
+        # the path goes to the run, not a module: each worker process loads it the same safe way
+        s = lipcert.certify_dataset(model, inputs, [float(v) for v in eps.split(",")], method=method,
                                     norm=norm, labels=labels, out=out_path, workers=workers, cluster=ray,
-                                    batch_size=batch_size, domain=_domain(domain), progress=True)
+                                    batch_size=batch_size, domain=_domain(domain), progress=True,
+                                    model_class=model_class, model_args=model_args, trust_pickle=trust_pickle)
         t = Table(title=f"summary of {out_path}")
         for c in ("records", "new", "skipped", "errors", "mean upper", "median upper", "mean lower",
-                  "median upper/lower", "certified", "seconds"):
+                  "median upper/lower", f"certified (l{p} radius > 0)", f"median l{p} radius", "seconds"):
             t.add_column(c, justify="right")
         t.add_row(str(s.records), str(s.done), str(s.skipped), str(s.errors), f"{s.mean_upper:.5g}",
                   f"{s.median_upper:.5g}", f"{s.mean_lower:.5g}", f"{s.median_ratio:.4g}",
-                  "-" if s.certified is None else str(s.certified), f"{s.seconds:.1f}")
+                  "-" if s.certified is None else str(s.certified),
+                  "-" if s.median_radius is None else f"{s.median_radius:.4g}", f"{s.seconds:.1f}")
         out.print(t)
+        if s.certified is not None:
+            out.print(f"radii are l{p} radii (the --norm of the Lipschitz constant), each within the l_inf ball "
+                      f"of radius eps the bound holds on")
     _run(go, debug)
 
 

@@ -73,7 +73,7 @@ def local_lipschitz(model, x0, eps, norm="inf", domain=None, outputs=None, metho
     norm = parse_norm(norm)
     if isinstance(model, str) or hasattr(model, "__fspath__"):
         from ..io import load
-        model = load(model)
+        model = load(model, **{k: options.pop(k) for k in ("trust_pickle", "model_class", "model_args") if k in options})
     prob = prepare(model, x0, eps, domain, dtype=dtype, device=device)
     C = spec_matrix(prob, outputs)
     if method in ("bab", "exact"):
