@@ -151,9 +151,6 @@ def test_pt2_loads_safely_and_runs_like_the_module(files):
     assert torch.allclose(lipcert.load(ep)(X[:1]), m(X[:1]), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, raises=lipcert.UnsupportedOperation,
-                   reason="capture (lipcert/graph) does not map the ATen ops of ep.module() "
-                          "(aten.linear.default, aten.relu.default, ...) yet")
 def test_pt2_gives_the_same_certificate(files):
     d, m, X, _ = files
     ref = lipcert.local_lipschitz(m, X[0], 0.02, domain=(0, 1), **KW)
@@ -260,3 +257,17 @@ def test_dataset_workers_load_the_path_safely(files):
     assert r.exit_code == 0, r.output
     assert len(read_records(d / "cli_sd.jsonl")) == 3
     _no_marker(d)
+
+
+@pytest.mark.parametrize("name", ["digits-mlp", "digits-cnn", "digits-resnet", "diabetes-mlp"])
+def test_pt2_of_every_zoo_model_gives_the_in_memory_certificate(name, tmp_path):
+    from lipcert import zoo
+    m = zoo.load_model(name)
+    X = zoo.digits("test", False)[0] if name in ("digits-cnn", "digits-resnet") else \
+        (zoo.digits("test")[0] if name == "digits-mlp" else zoo.diabetes("test")[0])
+    x = X[:1].float()
+    torch.export.save(torch.export.export(m, (x,)), str(tmp_path / "m.pt2"))
+    kw = dict(method="crown", attack_samples=8, attack_steps=1)
+    ref = lipcert.local_lipschitz(m, x[0], 0.02, **kw)
+    c = lipcert.local_lipschitz(str(tmp_path / "m.pt2"), x[0], 0.02, **kw)
+    torch.testing.assert_close(c.per_output_upper, ref.per_output_upper, rtol=1e-6, atol=0)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import InvalidInput, InvalidModel, UnsupportedOperation
-from . import onnx_ops, ops
+from . import aten_compat, onnx_ops, ops
 from .ir import Graph
 
 from .emit import _ARITH, _ARITH_M, _DROP_F, _RELU_F, _RESHAPE_F, _RESHAPE_M, _SIG_F, _TANH_F, SUPPORTED, _Builder, _convert_node, _is_shape_node  # noqa: E501,F401
@@ -83,6 +83,7 @@ def capture(model: nn.Module, example_input: torch.Tensor) -> Graph:
     except Exception as e:
         raise UnsupportedOperation([(type(model).__name__, "symbolic trace")], SUPPORTED,
                                    detail=f"torch.fx could not trace the model: {e}") from e
+    aten_compat.rewrite(gm)
     example = example_input.to(next(iter(model.parameters()), example_input).dtype)
     _mark_static(gm)
     bad = _unsupported(gm)
