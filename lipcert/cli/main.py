@@ -133,7 +133,7 @@ def bound(model: str = typer.Argument(..., help=MODEL_HELP),
                 validate(r)
             json_path.write_text(json.dumps(recs[0] if len(recs) == 1 else recs, indent=2))
             out.print(f"wrote {json_path}")
-        if any(c.status in ("time_limit", "domain_limit") for c in certs):
+        if any(c.status in ("time_limit", "domain_limit", "milp_unverified") for c in certs):
             err.print("time budget reached before the requested tolerance (the bounds printed are still valid)",
                       soft_wrap=True)
             raise typer.Exit(EXIT_TIME)
