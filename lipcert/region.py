@@ -188,6 +188,11 @@ def prepare(model: nn.Module, x0, eps, domain=None, *, dtype=torch.float64, devi
     in_shape = graph64[graph64.input].shape
     if tuple(xb.shape[1:]) != tuple(in_shape):
         raise InvalidInput(f"x0 has sample shape {list(xb.shape[1:])}, the model expects {list(in_shape)}")
+    if device is not None and torch.device(device).type == "cuda":
+        # TF32 products (cuDNN's default for convolutions) round to 10 bits: the rounding analysis
+        # of lipcert.rounding assumes IEEE float32/float64 arithmetic
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     graph, note = _graph_in(graph64, dtype, device)
     work = graph64_dtype(graph)
     xb = xb.to(device=device)
