@@ -158,7 +158,7 @@ def _capture64(model: nn.Module, example: torch.Tensor) -> Graph:
 def _graph_in(graph64: Graph, dtype, device) -> tuple[Graph, str]:
     """The graph in the working dtype when every constant survives the cast exactly; otherwise
     in float64, with a note (rounding a folded constant would certify another function)."""
-    if dtype == torch.float64 or dtype == graph64_dtype(graph64):
+    if dtype == torch.float64 or dtype == graph64.float_dtype(torch.float64):
         return graph64.to(dtype=dtype, device=device), ""
     for node in graph64.nodes:
         for v in node.attrs.values():
@@ -167,14 +167,6 @@ def _graph_in(graph64: Graph, dtype, device) -> tuple[Graph, str]:
                         f"computed in float64: constants of node '{node.name}' ({node.op}) are not exactly "
                         f"representable in {str(dtype).replace('torch.', '')}")
     return graph64.to(dtype=dtype, device=device), ""
-
-
-def graph64_dtype(graph: Graph):
-    for node in graph.nodes:
-        for v in node.attrs.values():
-            if isinstance(v, torch.Tensor) and v.is_floating_point():
-                return v.dtype
-    return torch.float64
 
 
 def prepare(model: nn.Module, x0, eps, domain=None, *, dtype=torch.float64, device=None) -> Problem:
@@ -194,7 +186,7 @@ def prepare(model: nn.Module, x0, eps, domain=None, *, dtype=torch.float64, devi
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
     graph, note = _graph_in(graph64, dtype, device)
-    work = graph64_dtype(graph)
+    work = graph.float_dtype(torch.float64)
     xb = xb.to(device=device)
     box, inner = make_boxes(xb, eps, domain, work)
     e = float(eps) if not isinstance(eps, torch.Tensor) else float(eps.max())

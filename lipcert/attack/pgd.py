@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..graph import ops
 from ..graph.ir import Graph
+from ..rounding import cast_down, gamma
 from ..rules import Interval, lookup
 
 
@@ -169,8 +170,7 @@ def certify_points(graph, lo, up, pts, rows, norm):
     rounded up and the quotient down. Where no positive quotient is found the first pair (two
     distinct points of the box when it has positive width) is kept with value 0."""
     shape = pts.shape[1:]
-    wdt = next((v.dtype for n in graph.nodes for v in n.attrs.values()
-                if torch.is_tensor(v) and v.is_floating_point()), pts.dtype)
+    wdt = graph.float_dtype(pts.dtype)
     g = _own_grads(graph, pts.to(wdt), rows.to(wdt))
     v = _direction(g, norm).to(pts.dtype)
     width = (up - lo).clamp(min=0)
@@ -190,7 +190,6 @@ def certify_points(graph, lo, up, pts, rows, norm):
             best = torch.where(take, q, best)
             m = take.reshape(-1, *([1] * len(shape)))
             bx1, bx2 = torch.where(m, x1, bx1), torch.where(m, x2, bx2)
-    from ..rounding import cast_down
     return cast_down(best.clamp(min=0), pts.dtype), bx1, bx2  # rounded down: still a lower bound
 
 
@@ -202,12 +201,12 @@ def quotient_lower(graph, x1, x2, rows, norm):
     lo_d = _row_dot(rows, y2.lower, y2.upper, lower=True) - _row_dot(rows, y1.lower, y1.upper, lower=False)
     up_d = _row_dot(rows, y2.lower, y2.upper, lower=False) - _row_dot(rows, y1.lower, y1.upper, lower=True)
     n = rows.shape[1]
-    err = gamma_(n + 2, dt) * (rows.abs() * (y1.lower.abs() + y1.upper.abs() + y2.lower.abs() + y2.upper.abs())).sum(1)
+    err = gamma(n + 2, dt) * (rows.abs() * (y1.lower.abs() + y1.upper.abs() + y2.lower.abs() + y2.upper.abs())).sum(1)
     dy = (torch.maximum(lo_d, -up_d) - err).clamp(min=0)
     d = (x2.to(dt) - x1.to(dt)).flatten(1)
-    dist = _primal(d, norm) * (1 + gamma_(d.shape[1] + 2, dt))
+    dist = _primal(d, norm) * (1 + gamma(d.shape[1] + 2, dt))
     q = torch.where(dist > 0, dy / dist.clamp(min=1e-300), torch.zeros_like(dy))
-    return q * (1 - gamma_(2, dt))
+    return q * (1 - gamma(2, dt))
 
 
 def _row_dot(rows, lo, up, lower):
@@ -217,10 +216,6 @@ def _row_dot(rows, lo, up, lower):
         return (pos * lo + neg * up).sum(1)
     return (pos * up + neg * lo).sum(1)
 
-
-def gamma_(k, dtype):
-    from ..rounding import gamma
-    return gamma(k, dtype)
 
 
 def _witness_pairs(graph, box, pts, C, norm):

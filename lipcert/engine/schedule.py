@@ -178,9 +178,7 @@ def _apply_split(iv: Interval, ctx, name) -> Interval:
 def enclosure(graph: Graph, x: torch.Tensor) -> Interval:
     """An interval ``[N, n_out]`` containing the exact output of ``graph`` at each point ``x [N, ...]``
     (interval arithmetic on a point, rounded outward)."""
-    wdt = next((v.dtype for n in graph.nodes for v in n.attrs.values()
-                if torch.is_tensor(v) and v.is_floating_point()), x.dtype)
-    xw = x.to(wdt)
+    xw = x.to(graph.float_dtype(x.dtype))
     b = compute_bounds(graph, {graph.input: Interval.point(xw)}, BoundConfig(method="ibp"))
     out = b[graph.output]
     return Interval(out.lower.flatten(1), out.upper.flatten(1))

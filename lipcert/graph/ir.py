@@ -94,6 +94,14 @@ class Graph:
             counts[n.op] = counts.get(n.op, 0) + 1
         return counts
 
+    def float_dtype(self, default=None):
+        """The dtype of the graph's floating-point constants (``default`` when it has none)."""
+        for n in self.nodes:
+            for v in n.attrs.values():
+                if getattr(v, "is_floating_point", lambda: False)():
+                    return v.dtype
+        return default
+
     def is_piecewise_linear(self) -> bool:
         return all(n.op in ops.LINEAR_OPS or n.op in ops.PIECEWISE_LINEAR or n.op == ops.INPUT
                    for n in self.nodes)
