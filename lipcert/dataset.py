@@ -148,6 +148,7 @@ def _model(model):
 
 def certify_batch(model, X, idx, eps, labels, kw) -> list:
     """Records for inputs ``X`` (global indices ``idx``) at radius ``eps``; never raises."""
+    from .bounds import output_bounds
     from .lipschitz.local import local_lipschitz
     from .report.records import dataset_record
     model = _model(model)
@@ -167,9 +168,14 @@ def certify_batch(model, X, idx, eps, labels, kw) -> list:
     with torch.no_grad():
         p = next(iter(model.parameters()))
         logits = model(X.to(p.dtype)).double()
+        # the margins at x0 are enclosed by outward interval arithmetic (lipcert.rounding), not
+        # read off one floating-point forward pass
+        enc = None if labels is None else output_bounds(model, X, 0.0, method="ibp")
     for j, c in enumerate(certs):
         y = None if labels is None else int(labels[j])
-        radius = None if y is None else certified_radius_from_bounds(logits[j], c.per_output_upper, y, eps)
+        radius = None if y is None else certified_radius_from_bounds(
+            logits[j], c.per_output_upper, y, eps, enclosure=None if enc is None else
+            (enc[0].reshape(len(certs), -1)[j], enc[1].reshape(len(certs), -1)[j]))
         recs.append(dataset_record(c, index=int(idx[j]), eps=eps, seconds=seconds, prediction=int(logits[j].argmax()),
                                    domain=kw.get("domain"), label=y, radius=radius))
     return recs
@@ -183,7 +189,7 @@ def _safe(model, X, idx, eps, labels, kw):
         return [dataset_error_record(i, eps, f"{type(e).__name__}: {e}".splitlines()[0]) for i in idx]
 
 
-def certified_radius_from_bounds(logits, ups, y: int, eps: float) -> float:
+def certified_radius_from_bounds(logits, ups, y: int, eps: float, enclosure=None) -> float:
     """Radius of a certified prediction from per-output Lipschitz upper bounds.
 
     Let ``U_j`` bound the Lipschitz constant of ``f_j`` w.r.t. ``||.||_p`` (``p`` the input norm
@@ -199,17 +205,25 @@ def certified_radius_from_bounds(logits, ups, y: int, eps: float) -> float:
 
     Args:
         logits: ``[K]`` outputs at ``x0``; ups: ``[K]`` per-output upper bounds; y: the label.
+        enclosure: optional ``(lower [K], upper [K])`` enclosing the exact outputs at ``x0``; the
+            margins are then taken from it (rounded down) rather than from ``logits``.
     Returns:
         ``r`` (a radius in the l_p norm of the bounds), or 0 when the prediction at ``x0`` is not ``y``.
     """
     if int(logits.argmax()) != y:
         return 0.0
+    lo, hi = (logits, logits) if enclosure is None else enclosure
+    u = 2.0 ** -52
     best = float(eps)
     for j in range(len(logits)):
         if j != y:
-            den = float(ups[y] + ups[j])
+            den = float(ups[y] + ups[j]) * (1 + u)           # rounded up
+            margin = float(lo[y] - hi[j])
+            margin = margin * (1 - u) if margin > 0 else margin  # rounded down
+            if margin <= 0:
+                return 0.0
             if den > 0:
-                best = min(best, float(logits[y] - logits[j]) / den)
+                best = min(best, margin / den * (1 - u))
     return max(best, 0.0)
 
 

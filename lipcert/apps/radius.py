@@ -48,16 +48,21 @@ def certified_radius(model, x0, label: int, *, method: str = "crown", domain=Non
     C = torch.zeros(len(others), K, dtype=torch.float64)
     for r, j in enumerate(others):
         C[r, label], C[r, j] = 1.0, -1.0
-    margins = C @ logits
+    from ..bounds import output_bounds
+    # margins at x0 enclosed by outward interval arithmetic (their lower ends are what is certified)
+    margins = output_bounds(model, xb, 0.0, method="ibp", C=C)[0].reshape(-1).double()
+    margins = torch.where(margins > 0, margins * (1 - 2.0 ** -52), margins)
+    if not bool((margins > 0).all()):
+        return RadiusResult(0.0, 0.0, label, float(margins.min()), 0)
     naive = local_lipschitz(model, xb, 0.0, method="naive", outputs=C, attack_steps=0, attack_samples=4)
-    naive_r = float((margins / naive.per_output_upper.clamp(min=1e-30)).min())
+    naive_r = float((margins / naive.per_output_upper.clamp(min=1e-30)).min()) * (1 - 2.0 ** -52)
     evals = 0
 
     def certified(r):
         nonlocal evals
         evals += 1
         c = local_lipschitz(model, xb, r, method=method, outputs=C, domain=domain, attack_steps=0, attack_samples=4)
-        return bool((r * c.per_output_upper < margins).all())
+        return bool((r * c.per_output_upper * (1 + 2.0 ** -52) < margins).all())  # product rounded up
 
     lo, hi = 0.0, r_max
     if certified(hi):
