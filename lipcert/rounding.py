@@ -62,11 +62,16 @@ def tiny(dtype) -> float:
     return torch.finfo(dtype).tiny
 
 
+def higham_gamma(k: int, dtype=torch.float64) -> float:
+    """``gamma_k = k u / (1 - k u)`` (Higham, Accuracy and Stability, Lemma 3.1)."""
+    ku = max(int(k), 1) * unit(dtype)
+    return ku / (1 - ku)
+
+
 def gamma(k: int, dtype) -> float:
     """``gamma_(2k)``: bound on the relative error of a sum of ``k`` products (doubled to cover
     second-order terms and the rounding of the error estimate itself)."""
-    ku = 2 * max(int(k), 1) * unit(dtype)
-    return ku / (1 - ku)
+    return higham_gamma(2 * max(int(k), 1), dtype)
 
 
 def magnitude(iv) -> torch.Tensor:

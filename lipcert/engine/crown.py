@@ -174,11 +174,10 @@ def backward_bounds(graph: Graph, root: str, spec: torch.Tensor, bounds: dict, *
             if rule.linear:
                 in_shapes = [graph[i].shape for i in node.inputs]
                 in_mags = [mag(i) for i in node.inputs]
-                terms = rule.rounding(node, in_mags) if all(m is not None for m in in_mags) or \
-                    not _needs_mags(rule, node) else None
-                if terms is None:
+                if any(m is None for m in in_mags) and type(rule).rounding is not LinearRule.rounding:
                     raise RuntimeError("internal: no bounds of the inputs of a linear node, needed for "
                                        "its rounding error")
+                terms = rule.rounding(node, in_mags)
                 v = sum(rounding.gamma(k, spec.dtype) * t for k, t in terms) if terms else None
                 for A, acc, side in ((la, lA, 0), (ua, uA, 1)):
                     if A is None:
@@ -228,10 +227,6 @@ def backward_bounds(graph: Graph, root: str, spec: torch.Tensor, bounds: dict, *
     if upper:
         ub = ub + (err[1] + g_nodes * cabs[1]) * (1 + g_nodes)
     return (lb.transpose(0, 1) if lower else None), (ub.transpose(0, 1) if upper else None)
-
-
-def _needs_mags(rule, node) -> bool:
-    return type(rule).rounding is not LinearRule.rounding
 
 
 def _accumulate(acc: dict, names, As, err=None, side=0, mag=None):

@@ -27,14 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..rounding import higham_gamma
 from .lp import read_solution
 
-U64 = 2.0 ** -53
 TINY = np.finfo(np.float64).tiny
-
-
-def _gamma(k: int) -> float:
-    return k * U64 / (1 - k * U64)
+_gamma = higham_gamma  # float64
 
 
 def _raise(terms: np.ndarray) -> float:

@@ -30,14 +30,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..rounding import higham_gamma
 from .chain import Chain
 from .lmi import assemble, project, schur_rho
 
-_U = 2.0 ** -53          # unit roundoff of float64
-
-
-def _gamma(k: int) -> float:
-    return k * _U / (1 - k * _U)
+_gamma = higham_gamma  # float64
 
 
 def _proves_pd(A: torch.Tensor, e: float) -> bool:
