@@ -4,10 +4,14 @@ Prints net, eps, method, upper, lower, upper/lower and seconds (bound only; the 
 separate), each after one warm-up call, all in this one process (ratios of times within one run
 are what to quote).
 
-    .venv/bin/python benchmarks/lipschitz.py [--quick]
+    .venv/bin/python benchmarks/lipschitz.py [--quick] [--models NAME[,NAME...]] [--threads N]
+
+``--models`` keeps only the named nets (the names in the first column, e.g.
+``digits-maxpool-cnn,digits-gelu-mlp``); ``--threads`` sets torch's thread count (default 2).
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -43,14 +47,21 @@ def trained(name):
     return make
 
 
-def main(quick=False):
-    torch.set_num_threads(2)
+def main(quick=False, models=None, threads=2):
+    torch.set_num_threads(threads)
     cases = [("random 784-100-100-10", random_mlp, (0.02,)), ("random cnn 1x8x8", random_cnn, (0.02,)),
              ("digits-mlp", trained("digits-mlp"), (0.005, 0.02, 0.05)),
              ("digits-cnn", trained("digits-cnn"), (0.005, 0.02)),
              ("digits-resnet", trained("digits-resnet"), (0.005,)),
-             ("diabetes-mlp", trained("diabetes-mlp"), (0.05, 0.2))]
-    if quick:
+             ("diabetes-mlp", trained("diabetes-mlp"), (0.05, 0.2)),
+             ("digits-maxpool-cnn", trained("digits-maxpool-cnn"), (0.005, 0.02)),
+             ("digits-gelu-mlp", trained("digits-gelu-mlp"), (0.005, 0.02))]
+    if models:  # overrides --quick
+        unknown = set(models) - {c[0] for c in cases}
+        if unknown:
+            raise SystemExit(f"unknown --models {sorted(unknown)}; choose from {', '.join(c[0] for c in cases)}")
+        cases = [c for c in cases if c[0] in models]
+    elif quick:
         cases = cases[:3]
     rows = []
     for name, make, epss in cases:
@@ -65,4 +76,10 @@ def main(quick=False):
 
 
 if __name__ == "__main__":
-    main("--quick" in sys.argv)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="only the first three nets (ignored with --models)")
+    ap.add_argument("--models", type=lambda s: [m for m in s.split(",") if m], default=None,
+                    help="comma-separated net names to run (default: all)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    a = ap.parse_args()
+    main(a.quick, a.models, a.threads)

@@ -33,8 +33,11 @@ class UnsupportedOperation(LipcertError, NotImplementedError):
 
     exit_code = 3
 
-    def __init__(self, ops: list[tuple[str, str]], supported: list[str] | None = None, detail: str = ""):
+    def __init__(self, ops: list[tuple[str, str]], supported: list[str] | None = None, detail: str = "",
+                 refused: bool = False):
         self.ops = list(ops)
+        self.detail = detail
+        self.refused = refused  # the op is known and has no Lipschitz constant (e.g. a jump)
         self.supported = sorted(supported or [])
         lines = [f"node '{name}' (target {target})" for name, target in self.ops]
         msg = "unsupported operation(s): " + "; ".join(lines)

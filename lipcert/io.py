@@ -1,6 +1,7 @@
 """Loading models and inputs from files, without running code from them unless asked.
 
-Models (see :func:`load`): ``.onnx`` (converted by onnx2torch into the same capture path),
+Models (see :func:`load`): ``.onnx`` (imported as a ``torch.fx`` graph of
+torch functions, :mod:`lipcert.graph.onnx_import`),
 ``.pt2`` (``torch.export.save``; the archive is vetted, :mod:`lipcert.exported`), weights without
 code (a ``state_dict`` ``.pt``/``.pth`` or a ``.safetensors`` file, plus the model's class,
 :mod:`lipcert.loading`), ``zoo:NAME``, or an ``nn.Module``. A pickled whole module loads only
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .errors import InvalidInput, InvalidModel, UnsupportedOperation
+from .errors import InvalidInput, InvalidModel
 
 
 def file_hash(path) -> str:
@@ -82,37 +83,16 @@ def load(model, *, model_class=None, model_args=None, trust_pickle: bool = False
 
 
 def load_onnx(path) -> nn.Module:
-    """ONNX -> torch through onnx2torch; ops it cannot convert raise UnsupportedOperation naming
-    the ONNX node."""
-    try:
-        import onnx
-        from onnx2torch import convert
-    except ImportError as e:  # pragma: no cover
-        raise UnsupportedOperation([("onnx", "import")], detail=f"install the onnx extra: pip install lipcert[onnx] ({e})")
+    """ONNX -> an eval-mode ``torch.fx.GraphModule`` (:func:`lipcert.graph.onnx_import.onnx_to_module`);
+    nodes it cannot import raise UnsupportedOperation naming every one of them."""
+    import onnx
+
+    from .graph.onnx_import import onnx_to_module
     try:
         model = onnx.load(str(path))
     except Exception as e:
         raise InvalidModel(f"cannot read ONNX file {path}: {e}") from e
-    try:
-        net = convert(model)
-    except Exception as first:
-        try:  # newer opsets than onnx2torch knows: convert the model down first
-            from onnx import version_converter
-            net = convert(version_converter.convert_version(model, 17))
-        except Exception:
-            bad = _unconvertible_nodes(model)
-            raise UnsupportedOperation(bad or [("onnx", str(path))],
-                                       detail=f"onnx2torch could not convert it: {first}") from first
-    return net.eval()
-
-
-def _unconvertible_nodes(model) -> list:
-    try:
-        from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY  # noqa: F401
-        known = {k.operation_type for k in _CONVERTER_REGISTRY}
-    except Exception:
-        return []
-    return [(n.name or n.output[0], n.op_type) for n in model.graph.node if n.op_type not in known]
+    return onnx_to_module(model)
 
 
 def load_input(path) -> torch.Tensor:

@@ -8,6 +8,8 @@ Each model is deterministic for a seed, trains in seconds on a CPU, and is cache
   digits-cnn         load_digits, 1x8x8           conv 8 k3 s1 p1, conv 16 k3 s2 p1, fc 64, fc 10
   digits-resnet      load_digits, 1x8x8           conv 8, two residual blocks, avgpool, fc 10
   diabetes-mlp       load_diabetes (10 features)  10-64-64-1 ReLU regression
+  digits-maxpool-cnn load_digits, 1x8x8           conv 8 k3 p1, maxpool 2, conv 16 k3 p1, maxpool 2, fc 10
+  digits-gelu-mlp    load_digits, 8x8 in [0, 1]   64-64-64-10 GELU
 """
 from __future__ import annotations
 
@@ -78,6 +80,15 @@ def _digits_resnet():
                          nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
 
 
+def _digits_maxpool_cnn():
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1),
+                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 2 * 2, 10))
+
+
+def _digits_gelu_mlp():
+    return nn.Sequential(nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 10))
+
+
 def _diabetes_mlp():
     return nn.Sequential(nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
 
@@ -103,6 +114,9 @@ ZOO = {e.name: e for e in [
     ZooEntry("digits-cnn", _digits_cnn, "digits", False, 40, "2-conv + 2-dense ReLU CNN on 1x8x8 digits"),
     ZooEntry("digits-resnet", _digits_resnet, "digits", False, 40, "residual CNN (2 blocks, avgpool) on 1x8x8 digits"),
     ZooEntry("diabetes-mlp", _diabetes_mlp, "diabetes", True, 200, "10-64-64-1 ReLU regression MLP on diabetes"),
+    ZooEntry("digits-maxpool-cnn", _digits_maxpool_cnn, "digits", False, 40,
+             "2-conv ReLU CNN with 2x2 max pooling on 1x8x8 digits"),
+    ZooEntry("digits-gelu-mlp", _digits_gelu_mlp, "digits", True, 40, "64-64-64-10 GELU MLP on 8x8 digits"),
 ]}
 
 
@@ -114,11 +128,19 @@ def _train(entry: ZooEntry, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     model = entry.build()
     X, y = entry.dataset("train")
+    return fit(model, X, y, entry.epochs, seed, classify=entry.data == "digits")
+
+
+def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epochs: int, seed: int = 0,
+        classify: bool = True) -> nn.Module:
+    """Train ``model`` in place as the zoo does (Adam, lr 3e-3, batches of 64 shuffled by ``seed``;
+    cross-entropy when ``classify``, else MSE) and return it in eval mode. Seed torch before
+    building ``model`` for deterministic initial weights."""
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(seed)
-    loss_fn = nn.CrossEntropyLoss() if entry.data == "digits" else nn.MSELoss()
+    loss_fn = nn.CrossEntropyLoss() if classify else nn.MSELoss()
     model.train()
-    for _ in range(entry.epochs):
+    for _ in range(epochs):
         perm = torch.randperm(len(X), generator=gen)
         for i in range(0, len(X), 64):
             b = perm[i:i + 64]

@@ -15,3 +15,17 @@ class TinyChain(nn.Sequential):
 
     def __init__(self, width: int = 12):
         super().__init__(nn.Linear(3, width), nn.ReLU(), nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 2))
+
+
+class WithJumps(nn.Module):
+    """A 64-input net with an op lipcert does not know (erf) and one it refuses (Hardshrink, a jump)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 8)
+        self.shrink = nn.Hardshrink(0.5)
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x):
+        import torch
+        return self.out(torch.erf(self.shrink(self.fc(x))))

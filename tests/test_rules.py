@@ -129,6 +129,14 @@ def _linear_nodes():
         (Node("r", ops.RESHAPE, ("x",), {}, (12,)), [(3, 2, 2)]),
         (Node("a", ops.ADD, ("x", "y"), {"coeffs": (1.0, -2.0)}, (6,)), [(6,), (6,)]),
         (Node("f", ops.AFFINE, ("x",), {"scale": torch.randn(6, dtype=DT), "shift": torch.randn(6, dtype=DT)}, (6,)), [(6,)]),
+        (Node("l2", ops.LINEAR, ("x",), {"weight": torch.randn(5, 7, dtype=DT), "bias": torch.randn(5, dtype=DT)},
+              (3, 5)), [(3, 7)]),  # on the last of several dimensions
+        (Node("p", ops.PERMUTE, ("x",), {"dims": (2, 0, 1)}, (4, 2, 3)), [(2, 3, 4)]),
+        (Node("g", ops.GATHER, ("x",), {"index": torch.tensor([[0, 5, 5], [3, 0, 11]])}, (2, 3)), [(3, 4)]),
+        (Node("s", ops.SCATTER, ("x",), {"index": torch.tensor([[0, 5, 5], [3, 0, 11]])}, (3, 4)), [(2, 3)]),
+        (Node("sl", ops.SLICE, ("x",), {"dim": 1, "start": 1, "stop": 4, "step": 2}, (3, 2)), [(3, 5)]),
+        (Node("st", ops.SLICE_T, ("x",), {"dim": 1, "start": 1, "stop": 4, "step": 2}, (3, 5)), [(3, 2)]),
+        (Node("cc", ops.CONCAT, ("x", "y"), {"dim": 0}, (5, 2)), [(2, 2), (3, 2)]),
     ]
 
 

@@ -17,7 +17,7 @@ import torch
 
 from ..attack.pgd import _evaluate, _own_grads
 from ..errors import InvalidInput
-from ..lipschitz.jacobian import jacobian_bounds_pass
+from ..engine.jacobian import jacobian_bounds_pass
 from ..region import make_box, prepare
 from ..rules import Interval
 

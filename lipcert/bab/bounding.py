@@ -16,7 +16,7 @@ import torch
 from ..engine.config import BoundConfig
 from ..engine.schedule import compute_bounds
 from ..graph import ops
-from ..lipschitz.jacobian import jacobian_bounds_from
+from ..engine.jacobian import jacobian_bounds_from
 from ..rules import Interval, RelaxContext
 from .domain import Domains
 
@@ -42,7 +42,7 @@ def make_setting(graph, gg, C, norm) -> Setting:
     in_shape = graph[graph.input].shape
     weight = torch.ones(in_shape, dtype=C.dtype, device=C.device)
     firsts = [n for n in graph.nodes if graph.input in n.inputs]
-    if len(firsts) == 1 and firsts[0].op == ops.LINEAR:
+    if len(firsts) == 1 and firsts[0].op == ops.LINEAR and len(in_shape) == 1:
         weight = firsts[0].attrs["weight"].abs().sum(0).reshape(in_shape)
     return Setting(graph, gg, C, norm, relu_inputs, relu_grads, weight)
 

@@ -25,7 +25,6 @@ import torch
 from ..graph import ops
 from ..rules import lookup
 
-EXACT_MOVES = (ops.RESHAPE, ops.SLICE, ops.SLICE_T, ops.CONCAT)
 WEIGHTED = (ops.LINEAR, ops.CONV2D, ops.CONV_T2D, ops.ADD, ops.AFFINE)
 
 
@@ -70,7 +69,7 @@ def forward_with_error(graph, x: torch.Tensor, masks: dict | None = None, affine
             continue
         xs, es = [val[i] for i in node.inputs], [err[i] for i in node.inputs]
         rule = lookup(node)
-        if node.op in EXACT_MOVES:
+        if rule.exact_move:
             y, e = rule.forward(node, *xs), rule.forward(node, *es)
         elif node.op in WEIGHTED:
             g = gamma(sum(v[0].numel() for v in xs) + 2, dt)
@@ -87,10 +86,11 @@ def forward_with_error(graph, x: torch.Tensor, masks: dict | None = None, affine
             else:
                 y = xs[0] * (a + (1 - a) * masks[node.inputs[0]].to(dt))
             e = es[0] if a == 0 else es[0] + 2 * u * y.abs() + tiny
-        elif node.op in (ops.TANH, ops.SIGMOID) and affine and masks is None:
-            lip = 1.0 if node.op == ops.TANH else 0.25
+        elif getattr(rule, "lip", None) is not None and affine and masks is None:
+            # a smooth activation: the input's error moves it by at most sup|f'| times that, and
+            # its own evaluation is accurate to a few ulps of its terms (rules.smooth)
             y = rule.forward(node, xs[0])
-            e = (lip * es[0] + 8 * u * y.abs()) * (1 + 4 * u) + tiny
+            e = (rule.lip * es[0] + 16 * u * rule.scale(xs[0])) * (1 + 4 * u) + tiny
         else:
             return None
         val[node.name], err[node.name] = y, e

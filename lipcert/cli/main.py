@@ -265,9 +265,9 @@ def report(model: str, input: Optional[str] = typer.Option(None, "--input", "-i"
 def check(model: str, input: Optional[str] = typer.Option(None, "--input", "-i"),
           model_class: Optional[str] = MODEL_CLASS, model_args: Optional[str] = MODEL_ARGS,
           trust_pickle: bool = TRUST, debug: bool = typer.Option(False, "--debug")):
-    """Capture MODEL and list its ops with forward and gradient rule availability."""
+    """List every op of MODEL with its status (exit 3 when any is unsupported or refused)."""
     def go():
-        from ..graph import capture
+        from ..graph import capture, inspect
         from ..rules import RULES
         net = _load(model, model_class, model_args, trust_pickle)
         import torch
@@ -277,15 +277,30 @@ def check(model: str, input: Optional[str] = typer.Option(None, "--input", "-i")
             raise InvalidInput("--input is required (an example input fixes the shapes)")
         from ..region import split_batch
         xb, _ = split_batch(net, x)
-        g = capture(net, xb[:1].to(torch.float32))
-        t = Table(title=f"{model}: {len(g.nodes)} nodes")
-        for c in ("op", "count", "forward rule", "gradient rule"):
+        example = xb[:1].to(torch.float32)
+        statuses = inspect(net, example)
+        t = Table(title=f"{model}: {len(statuses)} ops")
+        for c in ("node", "op", "lipcert layer", "status", "why"):
             t.add_column(c)
-        grads = {"relu": "relu_grad", "leaky_relu": "relu_grad", "tanh": "tanh_deriv * g", "sigmoid": "sigmoid_deriv * g"}
+        for s in statuses:
+            colour = {"supported": "green", "refused": "red"}.get(s.status, "yellow")
+            t.add_row(s.node, s.target, s.layer or "-", f"[{colour}]{s.status}[/{colour}]", s.reason)
+        out.print(t)
+        bad = [s for s in statuses if s.status != "supported"]
+        if bad:
+            err.print(f"[red]{len(bad)} op(s) not supported[/red]: " + ", ".join(f"{s.node} ({s.target})" for s in bad),
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(3)
+        g = capture(net, example)
+        t = Table(title=f"IR: {len(g.nodes)} nodes")
+        for c in ("IR op", "count", "kind", "gradient rule"):
+            t.add_column(c)
         for op, n in sorted(g.op_counts().items()):
-            fwd = "yes" if op in RULES or op == "input" else "MISSING"
-            gr = grads.get(op, "transpose" if op in RULES and RULES[op].linear else "-")
-            t.add_row(op, str(n), fwd, gr)
+            rule = RULES.get(op)
+            kind = "input" if op == "input" else ("linear" if rule.linear else
+                                                  "piecewise linear" if rule.piecewise_linear else "smooth")
+            grad = "-" if op == "input" else ("transpose" if rule.linear else getattr(rule, "deriv", None) or "relu_grad")
+            t.add_row(op, str(n), kind, str(grad))
         out.print(t)
     _run(go, debug)
 
@@ -317,7 +332,7 @@ def certify_dataset_cmd(model: str, inputs: str = typer.Option(..., "--inputs", 
     """Certify every input at every radius; records stream to OUT; rerunning resumes."""
     def go():
         import lipcert
-        from ..lipschitz.norms import parse_norm
+        from ..engine.norms import parse_norm
         p = parse_norm(norm)
         # the path goes to the run, not a module: each worker process loads it the same safe way
         s = lipcert.certify_dataset(model, inputs, [float(v) for v in eps.split(",")], method=method,

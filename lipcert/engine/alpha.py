@@ -76,6 +76,8 @@ def optimize_alpha(graph, root, spec, bounds, cfg, ctx, *, init, objective, lowe
                 if step == cfg.alpha_steps:
                     break
                 loss = _objective(lo, up, objective)
+                if not loss.requires_grad:  # no free parameter reaches this objective
+                    break
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

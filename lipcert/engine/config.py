@@ -16,3 +16,13 @@ class BoundConfig:
     def __post_init__(self):
         if self.method not in ("ibp", "crown", "alpha-crown"):
             raise ValueError(f"unknown bound method {self.method!r}; use 'ibp', 'crown' or 'alpha-crown'")
+
+    @property
+    def refines(self) -> bool:
+        """Intermediate bounds are tightened by CROWN (else IBP only)."""
+        return self.method != "ibp"
+
+    @property
+    def optimizes(self) -> bool:
+        """Relaxation parameters are optimised (alpha-CROWN)."""
+        return self.method == "alpha-crown"

@@ -117,7 +117,7 @@ def compute_bounds(graph: Graph, boxes: dict, cfg: BoundConfig, *, known: Option
         bounds[name] = _apply_split(ibp_node(graph, node, bounds, ctx), ctx, name)
         if intersect_with is not None and name in intersect_with:
             bounds[name] = bounds[name].intersect(intersect_with[name])
-        if cfg.method != "ibp" and name not in skip_refine:
+        if cfg.refines and name not in skip_refine:
             need = needed_positions(graph, name, consumers[name], bounds, ctx)
             if need is not None:
                 bounds[name] = _apply_split(refine(graph, name, need, bounds, cfg, ctx, relax_cache), ctx, name)
@@ -137,7 +137,7 @@ def refine(graph, name, need, bounds, cfg, ctx, relax_cache) -> Interval:
     B = cur.lower.shape[0]
     spec_fn = lambda rows: one_hot_spec(idx[rows], B, node.shape, cur.lower)  # noqa: E731
     lo, up = chunked_backward(graph, name, spec_fn, idx.numel(), bounds, cfg, ctx=ctx, relax_cache=relax_cache)
-    if cfg.method == "alpha-crown":
+    if cfg.optimizes:
         res = optimize_alpha(graph, name, spec_fn(torch.arange(idx.numel())), bounds, cfg, ctx,
                              init=(lo, up), objective=cfg.objective)
         if res is not None:
@@ -157,7 +157,7 @@ def spec_bounds(graph: Graph, root: str, spec: torch.Tensor, bounds: dict, cfg: 
     S = spec.shape[0]
     lo, up = chunked_backward(graph, root, lambda rows: spec[rows], S, bounds, cfg, ctx=ctx,
                               lower=lower, upper=upper, record=record)
-    if cfg.method == "alpha-crown" and cfg.optimize_output:
+    if cfg.optimizes and cfg.optimize_output:
         res = optimize_alpha(graph, root, spec, bounds, cfg, ctx, init=(lo, up), objective="spec",
                              lower=lower, upper=upper)
         if res is not None:

@@ -179,7 +179,7 @@ def milp_values(graph, box, C, norm, root, b, pairs, *, time_limit=None, mip_gap
     of the batch); the witness pair of every incumbent is offered to ``pairs`` (a
     ``bab.witness.BestPairs``, which checks it)."""
     if not graph.is_piecewise_linear():
-        bad = next(n for n in graph.nodes if n.op in ops.SMOOTH)
+        bad = graph.first_not_piecewise_linear()
         raise InvalidInput(f"method 'exact' supports piecewise-linear networks (ReLU, LeakyReLU); {bad.describe()} is not")
     gg = root.gradient_graph
     jg = gg.graph

@@ -125,7 +125,7 @@ def global_lipschitz(model, norm=2, method: str = "lipsdp", *, input_shape=None,
         samples: random points for the lower bound (default 8192 for inputs of up to 256 entries,
             else 1024; 0: no lower bound); ``seed`` seeds them.
     """
-    from ..lipschitz.norms import parse_norm
+    from ..engine.norms import parse_norm
     norm = parse_norm(norm)
     if method not in METHODS:
         raise InvalidInput(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")

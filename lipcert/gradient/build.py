@@ -14,6 +14,8 @@ graph whose output ``J`` is the input gradient of ``c . f(x)``, with the Clarke 
   y = relu / leaky_relu(z)   h = relu_grad(z, g_y)                (Clarke set at z = 0)
   y = tanh / sigmoid(z)      d = sigma'(z); h = d * g_y           (mul, a bilinear product)
 
+(each rule's ``gradient`` method, in ``lipcert.rules``, says which; this file only walks the graph.)
+
 A node feeding several consumers gets the sum of their gradients (an ``add`` node). The joint
 graph has two inputs: ``x`` (the perturbed input) and ``c`` (the spec, an exact input); its
 forward nodes keep their names, backward nodes are named ``grad::<forward name>[::k]``.
@@ -39,86 +41,62 @@ class GradientGraph:
     jacobian: str         # name of J
 
 
-def build_gradient_graph(fwd: Graph, relu_mode: str = "chord") -> GradientGraph:
-    """Joint forward + backward graph of ``fwd``; ``relu_mode`` selects the unstable-ReLU
-    gradient relaxation ("chord": the paper's; "constant": RecurJac-style)."""
-    nodes = list(fwd.nodes)
-    out = fwd[fwd.output]
-    spec = Node(SPEC, ops.INPUT, (), {}, out.shape, "output spec")
-    nodes.append(spec)
-    pending: dict[str, list[str]] = {fwd.output: [SPEC]}
-    counter = [0]
+class GradBuilder:
+    """What a rule's ``gradient`` sees: the forward graph, ``emit`` for new backward nodes and
+    ``send`` to hand a gradient to a forward node's input."""
 
-    def emit(base, op, inputs, attrs, shape):
-        counter[0] += 1
-        name = f"grad::{base}::{counter[0]}"
-        nodes.append(Node(name, op, tuple(inputs), attrs, tuple(shape), f"gradient of {base}"))
+    def __init__(self, fwd: Graph, relu_mode: str):
+        self.fwd, self.relu_mode = fwd, relu_mode
+        self.nodes: list = list(fwd.nodes)
+        self.pending: dict[str, list[str]] = {}
+        self._count = 0
+        self.dtype, self.device = _dtype(fwd), _device(fwd)
+
+    def emit(self, base: str, op: str, inputs, attrs, shape) -> str:
+        self._count += 1
+        name = f"grad::{base}::{self._count}"
+        self.nodes.append(Node(name, op, tuple(inputs), attrs, tuple(shape), f"gradient of {base}"))
         return name
 
-    def send(target, gname):
-        pending.setdefault(target, []).append(gname)
+    def send(self, target: str, gname: str) -> None:
+        self.pending.setdefault(target, []).append(gname)
 
+    def scaled(self, base: str, g: str, c: float, shape) -> str:
+        """``c * g`` (``g`` itself for ``c == 1``)."""
+        if c == 1:
+            return g
+        sc = torch.full(tuple(shape), float(c), dtype=self.dtype, device=self.device)
+        return self.emit(base, ops.AFFINE, [g], {"scale": sc, "shift": torch.zeros_like(sc)}, shape)
+
+
+def build_gradient_graph(fwd: Graph, relu_mode: str = "chord") -> GradientGraph:
+    """Joint forward + backward graph of ``fwd``; ``relu_mode`` selects the unstable-ReLU
+    gradient relaxation ("chord": the paper's; "constant": RecurJac-style). Each op's rule emits
+    its own backward nodes (``rule.gradient``)."""
+    from ..rules import lookup
+    out = fwd[fwd.output]
+    gb = GradBuilder(fwd, relu_mode)
+    gb.nodes.append(Node(SPEC, ops.INPUT, (), {}, out.shape, "output spec"))
+    gb.send(fwd.output, SPEC)
     jac = None
     for node in reversed(fwd.nodes):
-        if node.name not in pending:
+        if node.name not in gb.pending:
             continue
-        parts = pending.pop(node.name)
-        g = parts[0] if len(parts) == 1 else emit(node.name, ops.ADD, parts, {"coeffs": (1.0,) * len(parts)}, node.shape)
+        parts = gb.pending.pop(node.name)
+        g = parts[0] if len(parts) == 1 else gb.emit(node.name, ops.ADD, parts, {"coeffs": (1.0,) * len(parts)},
+                                                      node.shape)
         if node.op == ops.INPUT:
             jac = g
             continue
-        a = node.attrs
-        x = node.inputs[0]
-        xshape = fwd[x].shape
-        if node.op == ops.LINEAR:
-            send(x, emit(node.name, ops.LINEAR, [g], {"weight": a["weight"].T.contiguous(), "bias": None}, xshape))
-        elif node.op == ops.CONV2D:
-            out_pad = _output_padding(xshape[1:], node.shape[1:], a["weight"].shape[2:], a)
-            attrs = {"weight": a["weight"], "stride": a["stride"], "padding": a["padding"],
-                     "dilation": a["dilation"], "groups": a.get("groups", 1), "output_padding": out_pad}
-            send(x, emit(node.name, ops.CONV_T2D, [g], attrs, xshape))
-        elif node.op == ops.RESHAPE:
-            send(x, emit(node.name, ops.RESHAPE, [g], {}, xshape))
-        elif node.op == ops.ADD:
-            for inp, c in zip(node.inputs, a["coeffs"]):
-                if c == 1:
-                    send(inp, g)
-                else:
-                    sc = torch.full(fwd[inp].shape, float(c), dtype=_dtype(fwd), device=_device(fwd))
-                    send(inp, emit(node.name, ops.AFFINE, [g], {"scale": sc, "shift": torch.zeros_like(sc)}, fwd[inp].shape))
-        elif node.op == ops.SLICE:
-            send(x, emit(node.name, ops.SLICE_T, [g], dict(node.attrs), xshape))
-        elif node.op == ops.CONCAT:
-            start = 0
-            dim = node.attrs["dim"]
-            for inp in node.inputs:
-                n = fwd[inp].shape[dim]
-                send(inp, emit(node.name, ops.SLICE, [g], {"dim": dim, "start": start, "stop": start + n, "step": 1},
-                               fwd[inp].shape))
-                start += n
-        elif node.op == ops.AFFINE:
-            send(x, emit(node.name, ops.AFFINE, [g], {"scale": a["scale"], "shift": torch.zeros_like(a["shift"])}, xshape))
-        elif node.op in (ops.RELU, ops.LEAKY_RELU):
-            send(x, emit(node.name, ops.RELU_GRAD, [x, g],
-                         {"negative_slope": float(a.get("negative_slope", 0.0)), "mode": relu_mode}, xshape))
-        elif node.op in (ops.TANH, ops.SIGMOID):
-            dop = ops.TANH_DERIV if node.op == ops.TANH else ops.SIGMOID_DERIV
-            d = emit(node.name, dop, [x], {}, xshape)
-            send(x, emit(node.name, ops.MUL, [d, g], {}, xshape))
-        else:
-            raise UnsupportedOperation([(node.name, node.op)], detail="no gradient rule for this op")
+        lookup(node).gradient(gb, node, g)
     if jac is None:
         raise UnsupportedOperation([(fwd.output, "output")], detail="the output does not depend on the input")
-    graph = Graph(tuple(nodes), (fwd.input, SPEC), jac)
+    graph = Graph(tuple(gb.nodes), (fwd.input, SPEC), jac)
     return GradientGraph(graph, fwd, SPEC, jac)
 
 
 def _dtype(g: Graph):
-    for n in g.nodes:
-        for v in n.attrs.values():
-            if isinstance(v, torch.Tensor) and v.is_floating_point():
-                return v.dtype
-    return torch.get_default_dtype()
+    return g.float_dtype(torch.get_default_dtype())
 
 
 def _device(g: Graph):
@@ -127,8 +105,3 @@ def _device(g: Graph):
             if isinstance(v, torch.Tensor):
                 return v.device
     return torch.device("cpu")
-
-
-def _output_padding(in_hw, out_hw, k_hw, a):
-    from ..rules.linear_ops import _output_padding as op
-    return op(in_hw, out_hw, k_hw, a)

@@ -1,6 +1,13 @@
 """Graph capture and the IR."""
-from .capture import SUPPORTED, capture, check_model
+from .capture import OpStatus, capture, check_model, inspect, supported
 from .ir import Graph, Node
 from .run import run
 
-__all__ = ["capture", "check_model", "Graph", "Node", "run", "SUPPORTED"]
+
+def __getattr__(name):
+    if name == "SUPPORTED":  # every spelling capture accepts (read from the op registry)
+        return supported()
+    raise AttributeError(name)
+
+
+__all__ = ["capture", "check_model", "inspect", "supported", "OpStatus", "Graph", "Node", "run"]

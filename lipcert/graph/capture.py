@@ -1,25 +1,23 @@
 """torch.fx capture: an eval-mode ``nn.Module`` -> :class:`Graph`.
 
-The only module that knows torch spellings of ops. Module calls, ``torch.*``/``F.*`` functions
-and tensor methods map to the canonical ops of ``lipcert.graph.ops``; BatchNorm (eval) and
-constant arithmetic become ``affine``; AvgPool2d becomes a depthwise ``conv2d``; Dropout and
-Identity disappear. Every unsupported node is collected and reported at once.
+Module calls, ``torch.*``/``F.*`` functions, tensor methods and ATen overloads are looked up in
+the op registry (``lipcert.rules.registry``), whose emitters write the IR nodes; constant
+subgraphs (parameters, arithmetic on them, shape computations) are folded. Every unsupported
+node is collected and reported at once, with the reason when the op is known but refused.
 """
 from __future__ import annotations
 
-import operator
+from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import InvalidInput, InvalidModel, UnsupportedOperation
-from . import aten_compat, onnx_ops, ops
+from . import aten_compat, ops
+from .emit import Builder, is_shape_node
 from .ir import Graph
-
-from .emit import _ARITH, _ARITH_M, _DROP_F, _RELU_F, _RESHAPE_F, _RESHAPE_M, _SIG_F, _TANH_F, SUPPORTED, _Builder, _convert_node, _is_shape_node  # noqa: E501,F401
 
 
 class _Props(ShapeProp):
@@ -37,13 +35,9 @@ class _Props(ShapeProp):
 def _mark_static(gm) -> None:
     """``meta['static']``: the node's value does not depend on the input."""
     dynamic = set()
-    modules = dict(gm.named_modules())
     for n in gm.graph.nodes:
         if n.op == "placeholder":
             dynamic.add(n.name)
-            continue
-        if n.op == "call_module" and type(modules.get(n.target)).__name__ == "OnnxShape":
-            n.meta["static"] = True  # a shape depends on the input's shape only, not its values
             continue
         deps = [a for a in n.all_input_nodes]
         n.meta["static"] = n.op != "output" and not any(a.name in dynamic for a in deps)
@@ -53,7 +47,8 @@ def _mark_static(gm) -> None:
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m, qualname):
-        return onnx_ops.is_onnx_module(m) or super().is_leaf_module(m, qualname)
+        from ..rules.registry import find_module
+        return find_module(m) is not None or super().is_leaf_module(m, qualname)
 
 
 def check_model(model: nn.Module) -> None:
@@ -69,79 +64,113 @@ def check_model(model: nn.Module) -> None:
             raise InvalidModel(f"model tensor '{n}' has NaN or infinite entries")
 
 
+def _trace(model: nn.Module):
+    check_model(model)
+    try:
+        gm = fx.GraphModule(model, _Tracer().trace(model))
+    except Exception as e:
+        raise UnsupportedOperation([(type(model).__name__, "symbolic trace")], supported(),
+                                   detail=f"torch.fx could not trace the model: {e}") from e
+    aten_compat.rewrite(gm)
+    _mark_static(gm)
+    return gm
+
+
+def _propagate(gm, model, example_input):
+    example = example_input.to(next(iter(model.parameters()), example_input).dtype)
+    try:
+        with torch.no_grad():
+            _Props(gm).propagate(example)
+    except Exception as e:
+        raise InvalidInput(f"input of shape {list(example_input.shape)} does not run through the model: {e}") from e
+    return example
+
+
+def supported() -> list[str]:
+    from ..rules.registry import supported_names
+    return supported_names()
+
+
+@dataclass(frozen=True)
+class OpStatus:
+    """One fx node of the user's model and what lipcert does with it (``lipcert check``)."""
+
+    node: str          # fx node name
+    target: str        # what the user wrote (module type, function, method)
+    layer: str         # the registry's name for it ("" when unknown)
+    status: str        # "supported" | "unsupported" | "refused"
+    reason: str = ""   # why not, when not
+
+
 def capture(model: nn.Module, example_input: torch.Tensor) -> Graph:
     """Trace ``model`` (eval mode) on ``example_input`` (``[B, *input_shape]``) into a Graph.
 
     Raises:
         InvalidModel: training mode or non-finite weights.
         InvalidInput: the example does not run through the model.
-        UnsupportedOperation: every node without a rule, named.
+        UnsupportedOperation: every node without a rule, named (with the reason, if known).
     """
-    check_model(model)
-    try:
-        gm = fx.GraphModule(model, _Tracer().trace(model))
-    except Exception as e:
-        raise UnsupportedOperation([(type(model).__name__, "symbolic trace")], SUPPORTED,
-                                   detail=f"torch.fx could not trace the model: {e}") from e
-    aten_compat.rewrite(gm)
-    example = example_input.to(next(iter(model.parameters()), example_input).dtype)
-    _mark_static(gm)
-    bad = _unsupported(gm)
+    graph, statuses = _capture(model, example_input)
+    bad = [s for s in statuses if s.status != "supported"]
     if bad:
-        raise UnsupportedOperation(bad, SUPPORTED)
+        reasons = sorted({f"{s.target}: {s.reason}" for s in bad if s.reason})
+        raise UnsupportedOperation([(s.node, s.target) for s in bad], supported(), detail="; ".join(reasons))
+    return graph
+
+
+def inspect(model: nn.Module, example_input: torch.Tensor) -> list[OpStatus]:
+    """Every op of ``model`` with its status; never raises UnsupportedOperation."""
     try:
-        with torch.no_grad():
-            _Props(gm).propagate(example)
-    except Exception as e:
-        raise InvalidInput(f"input of shape {list(example_input.shape)} does not run through the model: {e}") from e
-    return _convert(gm, example.dtype)
+        return _capture(model, example_input)[1]
+    except UnsupportedOperation as e:  # the model could not be traced at all
+        return [OpStatus(name, target, "", "unsupported", str(e)) for name, target in e.ops]
 
 
 def _target_name(n: fx.Node, modules) -> str:
     if n.op == "call_module":
         return f"{type(modules[n.target]).__name__} ({n.target})"
     if n.op == "call_function":
-        return getattr(n.target, "__name__", str(n.target))
+        from ..rules.registry import _function_name
+        return _function_name(n.target)
+    if n.op == "call_method":
+        return f"Tensor.{n.target}"
     return str(n.target)
 
 
-def _unsupported(gm) -> list:
+def _find(n: fx.Node, modules):
+    from ..rules import registry
+    if n.op == "call_module":
+        return registry.find_module(modules[n.target])
+    if n.op == "call_function":
+        return registry.find_function(n.target)
+    if n.op == "call_method":
+        return registry.find_method(n.target)
+    return None
+
+
+def _capture(model, example_input):
+    gm = _trace(model)
     modules = dict(gm.named_modules())
-    ok_modules = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.LeakyReLU, nn.Tanh,
-                  nn.Sigmoid, nn.Flatten, nn.Dropout, nn.Identity, nn.AvgPool2d)
-    ok_functions = (_RELU_F | _TANH_F | _SIG_F | _RESHAPE_F | _DROP_F | set(_ARITH) |
-                    {F.linear, F.conv2d, F.leaky_relu, F.avg_pool2d, getattr, operator.getitem, torch.maximum,
-                     torch.minimum, torch.cat, torch.stack, torch.max, torch.min})
-    ok_methods = _RESHAPE_M | set(_ARITH_M) | {"relu", "tanh", "sigmoid", "size", "maximum", "minimum"}
-    bad = []
+    statuses: dict[str, OpStatus] = {}
     for n in gm.graph.nodes:
-        if _is_shape_node(n) or n.meta.get("static"):
+        if n.op in ("placeholder", "output", "get_attr") or is_shape_node(n) or n.meta.get("static"):
             continue
-        if n.op == "call_module":
-            m = modules[n.target]
-            good = isinstance(m, ok_modules)
-            if onnx_ops.is_onnx_module(m):
-                if onnx_ops.kind(m) is None:
-                    bad.append((n.name, f"ONNX {type(m).__name__} ({n.target})"))
-                continue
-            if isinstance(m, nn.Conv2d) and (m.padding_mode != "zeros" or isinstance(m.padding, str)):
-                good = isinstance(m.padding, str) and m.padding_mode == "zeros"
-            if isinstance(m, nn.LeakyReLU) and not 0 <= m.negative_slope <= 1:
-                good = False
-            if isinstance(m, nn.AvgPool2d) and (m.ceil_mode or not m.count_include_pad or m.divisor_override):
-                good = False
-            if not good:
-                bad.append((n.name, _target_name(n, modules)))
-        elif n.op == "call_function" and n.target not in ok_functions:
-            bad.append((n.name, _target_name(n, modules)))
-        elif n.op == "call_method" and n.target not in ok_methods:
-            bad.append((n.name, f"Tensor.{n.target}"))
-    return bad
+        lay = _find(n, modules)
+        target = _target_name(n, modules)
+        if lay is None:
+            statuses[n.name] = OpStatus(n.name, target, "", "unsupported", "")
+        elif lay.refuse:
+            statuses[n.name] = OpStatus(n.name, target, lay.name, "refused", lay.refuse)
+        else:
+            statuses[n.name] = OpStatus(n.name, target, lay.name, "supported")
+    example = _propagate(gm, model, example_input)
+    graph = _convert(gm, example.dtype, statuses, modules)
+    return graph, list(statuses.values())
 
 
-def _convert(gm, dtype) -> Graph:
-    b = _Builder(gm, dtype)
-    inputs, output = [], None
+def _convert(gm, dtype, statuses, modules):
+    b = Builder(gm, dtype)
+    inputs, output, failed = [], None, set()
     for n in gm.graph.nodes:
         if n.op == "placeholder":
             b.emit(n, ops.INPUT, [], {})
@@ -150,26 +179,40 @@ def _convert(gm, dtype) -> Graph:
             t = gm
             for part in n.target.split("."):
                 t = getattr(t, part)
-            b.const[n.name] = t.detach().to(dtype)
+            b.const[n.name] = t.detach().to(dtype) if t.is_floating_point() else t.detach()
         elif n.op == "output":
             out = n.args[0]
+            if isinstance(out, (tuple, list)) and len(out) == 1:
+                out = out[0]
             if not isinstance(out, fx.Node):
-                raise UnsupportedOperation([("output", type(out).__name__)], SUPPORTED,
+                raise UnsupportedOperation([("output", type(out).__name__)], supported(),
                                            detail="the model must return a single tensor")
             output = b.ref(out)
-        elif _is_shape_node(n):
+        elif is_shape_node(n):
             continue  # x.shape / x.size() / their items only feed reshape arguments; ShapeProp has the shapes
-        elif n.meta.get("static") and n.op != "placeholder":
+        elif n.meta.get("static"):
             v = n.meta.get("value")
             if isinstance(v, torch.Tensor):
                 b.const[n.name] = v.to(b.dtype) if v.is_floating_point() else v
+        elif any(a.name in failed for a in n.all_input_nodes) or statuses[n.name].status != "supported":
+            failed.add(n.name)  # unknown, or follows from an op already reported
         else:
-            _convert_node(b, n)
+            st = statuses[n.name]
+            lay = _find(n, modules)
+            try:
+                args = [b.ref(a) for a in n.args]
+                kwargs = {k: b.ref(v) for k, v in n.kwargs.items()}
+                lay.emit(b, n, args, kwargs, modules.get(n.target) if n.op == "call_module" else None)
+            except UnsupportedOperation as e:
+                statuses[n.name] = OpStatus(n.name, st.target, st.layer,
+                                            "refused" if getattr(e, "refused", False) else "unsupported",
+                                            e.detail or str(e))
+                failed.add(n.name)
+    if failed:
+        return None
     if len(inputs) != 1:
-        raise UnsupportedOperation([("inputs", f"{len(inputs)} inputs")], SUPPORTED,
+        raise UnsupportedOperation([("inputs", f"{len(inputs)} inputs")], supported(),
                                    detail="the model must take exactly one tensor input")
-    if isinstance(output, torch.Tensor):
-        raise UnsupportedOperation([("output", "constant")], SUPPORTED, detail="the output does not depend on the input")
+    if not isinstance(output, str):
+        raise UnsupportedOperation([("output", "constant")], supported(), detail="the output does not depend on the input")
     return Graph(tuple(b.nodes), tuple(inputs), output)
-
-

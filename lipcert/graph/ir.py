@@ -102,9 +102,13 @@ class Graph:
                     return v.dtype
         return default
 
+    def first_not_piecewise_linear(self):
+        """The first node whose op is not piecewise linear (None: the graph is)."""
+        from ..rules import lookup
+        return next((n for n in self.nodes if n.op != ops.INPUT and not lookup(n).piecewise_linear), None)
+
     def is_piecewise_linear(self) -> bool:
-        return all(n.op in ops.LINEAR_OPS or n.op in ops.PIECEWISE_LINEAR or n.op == ops.INPUT
-                   for n in self.nodes)
+        return self.first_not_piecewise_linear() is None
 
     def to(self, dtype=None, device=None) -> "Graph":
         """A copy with every tensor attribute cast to ``dtype``/moved to ``device``."""

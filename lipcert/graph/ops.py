@@ -14,6 +14,9 @@ SLICE = "slice"                  # y = x[..., start:stop:step along per-sample d
 SLICE_T = "slice_t"              # transpose of slice: x placed into zeros of shape node.shape; attrs as SLICE
 CONCAT = "concat"                # y = cat(x_i, per-sample dim)         attrs: dim
 AFFINE = "affine"                # y = scale * x + shift (elementwise)  attrs: scale, shift (per-sample shape)
+PERMUTE = "permute"              # y = x.permute(dims) of the per-sample dims   attrs: dims
+GATHER = "gather"                # y[i] = x.flat[index[i]]               attrs: index (LongTensor, node.shape)
+SCATTER = "scatter"              # transpose of gather: y.flat[index[i]] += x[i]  attrs: index (input's shape)
 # nonlinear forward ops
 RELU = "relu"
 LEAKY_RELU = "leaky_relu"        # attrs: negative_slope
@@ -27,6 +30,4 @@ SIGMOID_DERIV = "sigmoid_deriv"  # d = sigmoid'(z)
 MUL = "mul"                      # h = d * g (bilinear)
 MAXMIN_GRAD = "maxmin_grad"      # h = P(z)^T g, the permutation of a MaxMin pair chosen by the sign of z1 - z2
 
-LINEAR_OPS = frozenset({LINEAR, CONV2D, CONV_T2D, RESHAPE, ADD, AFFINE, SLICE, SLICE_T, CONCAT})
-PIECEWISE_LINEAR = frozenset({RELU, LEAKY_RELU, RELU_GRAD, MAXMIN, MAXMIN_GRAD})
-SMOOTH = frozenset({TANH, SIGMOID, TANH_DERIV, SIGMOID_DERIV, MUL})
+# What each op is (linear, piecewise linear, smooth) is its rule's business: lipcert.rules.

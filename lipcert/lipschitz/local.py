@@ -12,9 +12,9 @@ from ..errors import InvalidInput
 from ..region import Problem, prepare
 from ..rules import Interval
 from ..report.certificate import Certificate
-from .jacobian import jacobian_bounds_pass
-from .naive import naive_bound
-from .norms import parse_norm
+from ..engine.jacobian import jacobian_bounds_pass
+from ..engine.naive import naive_bound
+from ..engine.norms import parse_norm
 
 METHODS = ("alpha-crown", "crown", "recurjac", "ibp", "naive", "bab", "exact")
 

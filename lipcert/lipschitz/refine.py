@@ -13,10 +13,9 @@ import torch
 
 from ..attack.pgd import attack
 from ..bab import BaBConfig, BestPairs, bab_search, make_setting
-from ..gradient import build_gradient_graph
 from ..report.certificate import Certificate
-from .jacobian import jacobian_bounds_pass
-from .naive import naive_bound
+from ..engine.jacobian import jacobian_bounds_pass
+from ..engine.naive import naive_bound
 
 
 def run_refined(method, prob, C, norm, *, bab_time=None, seed=0, alpha_steps=20, max_memory_gb=2.0, t0=None,
@@ -32,7 +31,7 @@ def run_refined(method, prob, C, norm, *, bab_time=None, seed=0, alpha_steps=20,
     atk = None if inner is None else attack(prob.graph, inner, prob.x0, C, norm, samples=attack_samples,
                                             steps=attack_steps, seed=seed)
     timings = {"root": time.perf_counter() - t0}
-    st = make_setting(prob.graph, build_gradient_graph(prob.graph, "chord"), C, norm)
+    st = make_setting(prob.graph, root.gradient_graph, C, norm)  # the root's gradient graph (chord relaxation)
     eval_graph = getattr(prob, "graph64", None)
     eval_graph = prob.graph.to(dtype=torch.float64) if eval_graph is None else eval_graph
     shape = prob.graph[prob.graph.input].shape

@@ -18,7 +18,7 @@ def schema() -> dict:
 
 def versions() -> dict:
     out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
-    for mod in ("highspy", "onnx", "onnx2torch"):
+    for mod in ("highspy", "onnx"):
         try:
             from importlib.metadata import version
             out[mod] = version(mod)

@@ -26,9 +26,18 @@ class LeakyReLU(NonlinearRule):
     """
 
     optimizable = True
+    piecewise_linear = True
 
     def forward(self, node, z):
         return torch.nn.functional.leaky_relu(z, _slope(node))
+
+    def gradient(self, gb, node, g):
+        x = node.inputs[0]
+        gb.send(x, gb.emit(node.name, ops.RELU_GRAD, [x, g], {"negative_slope": _slope(node), "mode": gb.relu_mode},
+                           gb.fwd[x].shape))
+
+    def lipschitz(self, graph, node, p, Ls):
+        return max(1.0, abs(_slope(node))) * Ls[0]
 
     def ibp(self, node, iv, ctx=None):
         return Interval(self.forward(node, iv.lower), self.forward(node, iv.upper))
@@ -71,6 +80,8 @@ class ReLUGrad(NonlinearRule):
       mode "constant" (RecurJac-style baseline): ``min(a gl, gl) <= h <= max(a gu, gu)``.
     The bounds never depend on ``z`` linearly: ``z`` enters only through its bounds.
     """
+
+    piecewise_linear = True
 
     def forward(self, node, z, g):
         a = _slope(node)

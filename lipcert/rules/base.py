@@ -68,9 +68,26 @@ class RelaxContext:
 
 
 class LinearRule:
-    """An affine op: exact forward, exact IBP, exact backward of linear coefficients."""
+    """An affine op: exact forward, exact IBP, exact backward of linear coefficients.
+
+    Besides bounding, a rule says how the gradient graph differentiates it (``gradient``) and its
+    region-free Lipschitz factor for the naive bound (``lipschitz``)."""
 
     linear = True
+    piecewise_linear = True
+    exact_move = False   # only moves values (reshape, slice, permute, gather): exact in floating point
+
+    def gradient(self, gb, node, g: str) -> None:
+        """Emit the gradient nodes of ``node`` through ``gb`` (``lipcert.gradient.GradBuilder``),
+        given the name ``g`` of the gradient reaching its output: ``gb.send(input, name)`` for each
+        input's share."""
+        from ..errors import UnsupportedOperation
+        raise UnsupportedOperation([(node.name, node.op)], detail="no gradient rule for this op")
+
+    def lipschitz(self, graph, node, p: str, Ls: Sequence[float]) -> Optional[float]:
+        """``L`` with ``||y(x) - y(x')||_p <= L ||x - x'||_p`` given the inputs' constants ``Ls``
+        (p in "inf", "2", "1"); None when the op has no such bound."""
+        return None
 
     def forward(self, node, *xs: Tensor) -> Tensor:
         raise NotImplementedError
@@ -95,7 +112,18 @@ class NonlinearRule:
     """An elementwise nonlinear op, relaxed by a :class:`Relaxation` over its inputs' box."""
 
     linear = False
+    piecewise_linear = False
+    exact_move = False
     optimizable = False  # has a free parameter in [0, 1] (alpha) that the engine may optimise
+
+    def gradient(self, gb, node, g: str) -> None:
+        """As :meth:`LinearRule.gradient`."""
+        from ..errors import UnsupportedOperation
+        raise UnsupportedOperation([(node.name, node.op)], detail="no gradient rule for this op")
+
+    def lipschitz(self, graph, node, p: str, Ls: Sequence[float]) -> Optional[float]:
+        """As :meth:`LinearRule.lipschitz` (elementwise ops: ``sup |f'|`` times the input's)."""
+        return None
 
     def forward(self, node, *xs: Tensor) -> Tensor:
         raise NotImplementedError

@@ -6,6 +6,8 @@ Each hand-written backward is checked against ``torch.func.vjp`` in tests/test_r
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -21,6 +23,8 @@ def _flat2(A):
 
 
 class Linear(LinearRule):
+    """``y = x W^T + b`` on the last dimension (leading per-sample dimensions, if any, are kept)."""
+
     def forward(self, node, x):
         return F.linear(x, node.attrs["weight"], node.attrs.get("bias"))
 
@@ -34,15 +38,26 @@ class Linear(LinearRule):
     def rounding(self, node, mags):
         W, b = node.attrs["weight"], node.attrs.get("bias")
         terms = [(max(W.shape) + 2, F.linear(mags[0], W.abs()))]  # A W / W x: sums over out / in
-        if b is not None:
-            terms.append((W.shape[0] + 2, b.abs().expand(mags[0].shape[0], -1)))
+        if b is not None:  # A . b sums over every output position
+            terms.append((node.numel + 2, torch.broadcast_to(b.abs(), (mags[0].shape[0], *node.shape))))
         return terms
 
     def backward(self, node, A, in_shapes):
         W, b = node.attrs["weight"], node.attrs.get("bias")
-        A_in = A.matmul(W)  # [S, B, in]
-        const = None if b is None else A.matmul(b)  # [S, B]
+        A_in = A.matmul(W)  # [S, B, *lead, in]: W acts on the last dimension
+        const = None if b is None else A.matmul(b)  # [S, B, *lead]
+        if const is not None and const.dim() > 2:
+            const = const.flatten(2).sum(-1)
         return [A_in], const
+
+    def gradient(self, gb, node, g):
+        x = node.inputs[0]
+        gb.send(x, gb.emit(node.name, ops.LINEAR, [g], {"weight": node.attrs["weight"].T.contiguous(), "bias": None},
+                           gb.fwd[x].shape))
+
+    def lipschitz(self, graph, node, p, Ls):
+        from .operator_norms import op_norm
+        return op_norm(graph, node, p) * Ls[0]
 
 
 class Conv2d(LinearRule):
@@ -78,6 +93,19 @@ class Conv2d(LinearRule):
         A_in = A_in.reshape(S, B, *in_shapes[0])
         const = None if b is None else torch.einsum("sbchw,c->sb", A, b)
         return [A_in], const
+
+    def gradient(self, gb, node, g):
+        a = node.attrs
+        x = node.inputs[0]
+        xshape = gb.fwd[x].shape
+        out_pad = _output_padding(xshape[1:], node.shape[1:], a["weight"].shape[2:], a)
+        attrs = {"weight": a["weight"], "stride": a["stride"], "padding": a["padding"],
+                 "dilation": a["dilation"], "groups": a.get("groups", 1), "output_padding": out_pad}
+        gb.send(x, gb.emit(node.name, ops.CONV_T2D, [g], attrs, xshape))
+
+    def lipschitz(self, graph, node, p, Ls):
+        from .operator_norms import op_norm
+        return op_norm(graph, node, p) * Ls[0]
 
 
 def _output_padding(in_hw, out_hw, k_hw, a):
@@ -130,6 +158,15 @@ class Reshape(LinearRule):
     def backward(self, node, A, in_shapes):
         return [A.reshape(A.shape[0], A.shape[1], *in_shapes[0])], None
 
+    exact_move = True
+
+    def gradient(self, gb, node, g):
+        x = node.inputs[0]
+        gb.send(x, gb.emit(node.name, ops.RESHAPE, [g], {}, gb.fwd[x].shape))
+
+    def lipschitz(self, graph, node, p, Ls):
+        return Ls[0]
+
 
 class Add(LinearRule):
     """``y = sum_i coeffs[i] * x_i`` (inputs of equal shape)."""
@@ -150,6 +187,13 @@ class Add(LinearRule):
         if len(coeffs) == 1 and abs(coeffs[0]) == 1:
             return []  # a copy or a negation: exact
         return [(len(coeffs) + 1, sum(abs(c) * m for c, m in zip(coeffs, mags)))]
+
+    def gradient(self, gb, node, g):
+        for inp, c in zip(node.inputs, node.attrs["coeffs"]):
+            gb.send(inp, gb.scaled(node.name, g, c, gb.fwd[inp].shape))
+
+    def lipschitz(self, graph, node, p, Ls):
+        return sum(abs(c) * L for c, L in zip(node.attrs["coeffs"], Ls))
 
 
 class Affine(LinearRule):
@@ -175,6 +219,15 @@ class Affine(LinearRule):
             terms.append((node.numel + 2, torch.broadcast_to(t.abs(), mags[0].shape)))
         return terms
 
+    def gradient(self, gb, node, g):
+        x = node.inputs[0]
+        a = node.attrs
+        gb.send(x, gb.emit(node.name, ops.AFFINE, [g], {"scale": a["scale"], "shift": torch.zeros_like(a["shift"])},
+                           gb.fwd[x].shape))
+
+    def lipschitz(self, graph, node, p, Ls):
+        return float(node.attrs["scale"].abs().max()) * Ls[0]
+
 
 def _index(node, ndim_lead):
     """Index tuple selecting the slice on a tensor with ``ndim_lead`` leading (batch/spec) dims."""
@@ -198,6 +251,15 @@ class Slice(LinearRule):
         A_in[_index(node, 2)] = A
         return [A_in], None
 
+    exact_move = True
+
+    def gradient(self, gb, node, g):
+        x = node.inputs[0]
+        gb.send(x, gb.emit(node.name, ops.SLICE_T, [g], dict(node.attrs), gb.fwd[x].shape))
+
+    def lipschitz(self, graph, node, p, Ls):
+        return Ls[0]
+
 
 class SliceT(LinearRule):
     """Transpose of :class:`Slice`: ``y = zeros(node.shape)`` with ``y[slice] = x``."""
@@ -212,6 +274,8 @@ class SliceT(LinearRule):
 
     def backward(self, node, A, in_shapes):
         return [A[_index(node, 2)]], None
+
+    exact_move = True
 
 
 class Concat(LinearRule):
@@ -228,6 +292,109 @@ class Concat(LinearRule):
         sizes = [s[node.attrs["dim"]] for s in in_shapes]
         return list(torch.split(A, sizes, dim=node.attrs["dim"] + 2)), None
 
+    exact_move = True
+
+    def gradient(self, gb, node, g):
+        start, dim = 0, node.attrs["dim"]
+        for inp in node.inputs:
+            n = gb.fwd[inp].shape[dim]
+            gb.send(inp, gb.emit(node.name, ops.SLICE, [g], {"dim": dim, "start": start, "stop": start + n, "step": 1},
+                                 gb.fwd[inp].shape))
+            start += n
+
+    def lipschitz(self, graph, node, p, Ls):
+        return {"inf": max(Ls), "2": math.sqrt(sum(v * v for v in Ls)), "1": sum(Ls)}[p]
+
+
+class Permute(LinearRule):
+    """``y = x.permute(dims)`` of the per-sample dimensions (a move: exact)."""
+
+    exact_move = True
+
+    def forward(self, node, x):
+        return x.permute(0, *[d + 1 for d in node.attrs["dims"]])
+
+    def ibp(self, node, iv):
+        return Interval(self.forward(node, iv.lower), self.forward(node, iv.upper))
+
+    def backward(self, node, A, in_shapes):
+        inv = _inverse(node.attrs["dims"])
+        return [A.permute(0, 1, *[d + 2 for d in inv])], None
+
+    def gradient(self, gb, node, g):
+        x = node.inputs[0]
+        gb.send(x, gb.emit(node.name, ops.PERMUTE, [g], {"dims": _inverse(node.attrs["dims"])}, gb.fwd[x].shape))
+
+    def lipschitz(self, graph, node, p, Ls):
+        return Ls[0]
+
+
+def _inverse(dims):
+    inv = [0] * len(dims)
+    for i, d in enumerate(dims):
+        inv[d] = i
+    return tuple(inv)
+
+
+def _multiplicity(index: torch.Tensor, n: int) -> int:
+    return int(torch.bincount(index.flatten(), minlength=n).max()) if index.numel() else 0
+
+
+class Gather(LinearRule):
+    """``y[i] = x.flat[index[i]]`` (``index`` a LongTensor of ``node.shape``): a selection that may
+    repeat entries (max pooling's windows). Forward and IBP only move values; the backward map
+    scatter-adds coefficients, so an input read ``m > 1`` times rounds (``gamma_m``)."""
+
+    exact_move = True
+
+    def forward(self, node, x):
+        idx = node.attrs["index"].flatten().to(x.device)
+        return x.flatten(1).index_select(1, idx).reshape(x.shape[0], *node.shape)
+
+    def ibp(self, node, iv):
+        return Interval(self.forward(node, iv.lower), self.forward(node, iv.upper))
+
+    def backward(self, node, A, in_shapes):
+        n_in = math.prod(in_shapes[0])
+        out = A.new_zeros(A.shape[0], A.shape[1], n_in)
+        out.index_add_(2, node.attrs["index"].flatten().to(A.device), A.flatten(2))
+        return [out.reshape(A.shape[0], A.shape[1], *in_shapes[0])], None
+
+    def rounding(self, node, mags):
+        m = _multiplicity(node.attrs["index"], mags[0][0].numel())
+        return [] if m <= 1 else [(m + 1, self.forward(node, mags[0]))]
+
+    def gradient(self, gb, node, g):
+        x = node.inputs[0]
+        gb.send(x, gb.emit(node.name, ops.SCATTER, [g], {"index": node.attrs["index"]}, gb.fwd[x].shape))
+
+    def lipschitz(self, graph, node, p, Ls):
+        m = _multiplicity(node.attrs["index"], graph[node.inputs[0]].numel)
+        return {"inf": 1.0, "2": math.sqrt(m), "1": float(m)}[p] * Ls[0]
+
+
+class Scatter(LinearRule):
+    """Transpose of :class:`Gather`: ``y = zeros(node.shape)``, ``y.flat[index[i]] += x[i]``
+    (the gradient graph's adjoint of a gather). Nonnegative coefficients: IBP maps the ends; sums
+    of up to ``m`` entries round (``gamma_m``); the backward map is a gather (exact)."""
+
+    def forward(self, node, x):
+        n_out = node.numel
+        out = x.new_zeros(x.shape[0], n_out)
+        out.index_add_(1, node.attrs["index"].flatten().to(x.device), x.flatten(1))
+        return out.reshape(x.shape[0], *node.shape)
+
+    def ibp(self, node, iv):
+        return Interval(self.forward(node, iv.lower), self.forward(node, iv.upper))
+
+    def backward(self, node, A, in_shapes):
+        idx = node.attrs["index"].flatten().to(A.device)
+        return [A.flatten(2).index_select(2, idx).reshape(A.shape[0], A.shape[1], *in_shapes[0])], None
+
+    def rounding(self, node, mags):
+        m = _multiplicity(node.attrs["index"], node.numel)
+        return [] if m <= 1 else [(m + 1, self.forward(node, mags[0]))]
+
 
 LINEAR_RULES = {
     ops.SLICE: Slice(),
@@ -239,4 +406,7 @@ LINEAR_RULES = {
     ops.RESHAPE: Reshape(),
     ops.ADD: Add(),
     ops.AFFINE: Affine(),
+    ops.PERMUTE: Permute(),
+    ops.GATHER: Gather(),
+    ops.SCATTER: Scatter(),
 }

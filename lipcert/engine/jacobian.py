@@ -10,8 +10,8 @@ from typing import Optional
 
 import torch
 
-from ..engine.config import BoundConfig
-from ..engine.schedule import compute_bounds, spec_bounds
+from .config import BoundConfig
+from .schedule import compute_bounds, spec_bounds
 from ..gradient import build_gradient_graph
 from ..rules import Interval, RelaxContext
 from .norms import finish, interval_norm, linear_norm_spec
