@@ -341,3 +341,23 @@ def test_exact_on_piecewise_linear_layers(name):
 class AbsMod(nn.Module):
     def forward(self, x):
         return x.abs()
+
+
+def test_max_pool_at_ties_covers_every_branch():
+    """A constant image makes every pooling window tie at x0: the bound must cover the gradient of
+    whichever tap wins at nearby points (the Clarke set), for CROWN and for BaB."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 2, 2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.LazyLinear(2)).double().eval()
+    with torch.no_grad():
+        m(torch.zeros(1, 1, 5, 5, dtype=DT))
+        m[0].bias.fill_(0.5)
+    x0 = torch.full((1, 5, 5), 0.3, dtype=DT)
+    eps = 1e-3
+    pts = x0 + eps * (2 * torch.rand(400, 1, 5, 5, dtype=DT) - 1)
+    sampled = _grad_norms(m, pts).max(0).values
+    at_x0 = _grad_norms(m, x0[None])[0]
+    assert (sampled > at_x0 * (1 + 1e-6)).any()  # the ties matter: nearby gradients are larger
+    for method, kw in (("crown", {}), ("bab", {"bab_time": 0.5})):
+        c = lipcert.local_lipschitz(m, x0, eps, method=method, attack_steps=2, attack_samples=64, **kw)
+        assert (c.per_output_upper >= sampled * (1 - TOL)).all(), (method, c.per_output_upper, sampled)
+        assert (c.per_output_lower <= c.per_output_upper).all()
