@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..engine.config import BoundConfig
+from ..engine.config import BoundConfig, JacobianOptions
 from ..engine.schedule import compute_bounds
 from ..graph import ops
 from ..engine.jacobian import jacobian_bounds_from
@@ -21,6 +21,7 @@ from ..rules import Interval, RelaxContext
 from .domain import Domains
 
 CROWN = BoundConfig(method="crown")
+CROWN_J = JacobianOptions()  # plain CROWN Jacobian bounds with the paper's ReLU gradient relaxation
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def bound_domains(st: Setting, lo, up, splits: dict, cls, parent_fwd=None) -> Do
     for name, iv in fb.items():
         infeasible |= (iv.lower > iv.upper + 1e-9 * (1 + iv.upper.abs())).reshape(D, -1).any(1)
     record = {name: None for name, _, _ in st.relu_grads}
-    res = jacobian_bounds_from(g, box, st.C[cls].unsqueeze(1), "crown", st.norm, fb, ctx=rctx,
+    res = jacobian_bounds_from(g, box, st.C[cls].unsqueeze(1), CROWN_J, st.norm, fb, ctx=rctx,
                                gradient_graph=st.gg, record=record)
     ub = res.norm_upper[:, 0].clone()
     ub[infeasible] = -torch.inf

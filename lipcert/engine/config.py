@@ -26,3 +26,30 @@ class BoundConfig:
     def optimizes(self) -> bool:
         """Relaxation parameters are optimised (alpha-CROWN)."""
         return self.method == "alpha-crown"
+
+
+@dataclass(frozen=True)
+class JacobianOptions:
+    """How Jacobian bounds are computed, resolved once from a method name (``for_method``) at the
+    API boundary: the engine reads these fields, never the name."""
+
+    forward: str = "crown"          # BoundConfig method of the forward (pre-activation) bounds
+    gradient: str = "crown"         # BoundConfig method of the gradient graph
+    gradient_alpha: bool = False    # the gradient graph is optimised too where the net is smooth
+    relu_mode: str = "chord"        # ReLU gradient relaxation: "chord" (the paper's) or "constant" (RecurJac)
+    back_substitute: bool = True    # CROWN bounds on J and on the norm's linear form (False: IBP only)
+    smooth_fallback: bool = False   # also run plain CROWN on smooth nets and keep the better norm bound
+
+    @staticmethod
+    def for_method(method: "str | JacobianOptions") -> "JacobianOptions":
+        if isinstance(method, JacobianOptions):
+            return method
+        table = {
+            "ibp": JacobianOptions("ibp", "ibp", back_substitute=False),
+            "crown": JacobianOptions(),
+            "recurjac": JacobianOptions(relu_mode="constant"),
+            "alpha-crown": JacobianOptions("alpha-crown", "crown", gradient_alpha=True, smooth_fallback=True),
+        }
+        if method not in table:
+            raise ValueError(f"unknown Jacobian method {method!r}; use one of {sorted(table)}")
+        return table[method]

@@ -21,7 +21,8 @@ import torch
 from .. import rounding
 from ..graph import ops
 from ..graph.ir import Graph
-from ..rules import Interval, LinearRule, RelaxContext, Relaxation, lookup
+from ..rules import Interval, LinearRule, RelaxContext, lookup
+from ..rules.passthrough import dot as _dot
 
 
 def concretize(A: torch.Tensor, box: Interval, upper: bool) -> torch.Tensor:
@@ -31,74 +32,6 @@ def concretize(A: torch.Tensor, box: Interval, upper: bool) -> torch.Tensor:
     centre = (A * mid).flatten(2).sum(-1)
     spread = (A.abs() * rad).flatten(2).sum(-1)
     return centre + spread if upper else centre - spread
-
-
-def _dot(A: torch.Tensor, b) -> torch.Tensor:
-    """``sum over the node's positions of A * b`` -> ``[S, B]``; a bias without a spec dimension is
-    contracted without materialising ``A * b`` (one read of ``A``)."""
-    if not torch.is_tensor(b):
-        return A.flatten(2).sum(-1) * b
-    if b.dim() == A.dim():                       # per-spec bias (optimised slopes)
-        return (A * b).flatten(2).sum(-1)
-    bb = torch.broadcast_to(b, A.shape[1:]).reshape(A.shape[1], -1).to(A.dtype)
-    return torch.einsum("sbn,bn->sb", A.flatten(2), bb)
-
-
-def _with_margin(relax, ivs, mags, rule, node):
-    """The relaxation with its offsets moved outward by the rounding of computing it
-    (``lipcert.rounding`` step 4): ``8 u (|offset| + sum_i |slope_i| |x_i|max + scale) + tiny``."""
-    ref = relax.lower_bias if torch.is_tensor(relax.lower_bias) else relax.upper_bias
-    un, tn = rounding.unit(ref.dtype), rounding.tiny(ref.dtype)
-    scale = rule.rounding_scale(node, ivs)
-    terms = [] if scale is None else [scale]
-    for ls, us, m in zip(relax.lower_slopes, relax.upper_slopes, mags):
-        if m is None:
-            continue
-        for sl in (ls, us):
-            if sl is not None:
-                terms.append(sl.abs() * m)
-    base = sum(terms) if terms else 0
-    lo = relax.lower_bias - (8 * un * (relax.lower_bias.abs() + base) + tn)
-    up = relax.upper_bias + (8 * un * (relax.upper_bias.abs() + base) + tn)
-    return Relaxation(relax.lower_slopes, lo, relax.upper_slopes, up)
-
-
-def _pass_error(relax, mags):
-    """``v`` with ``|computed - exact pass-through| <= gamma . |A| . v`` (slopes times input
-    magnitudes, plus the offsets)."""
-    terms = [relax.lower_bias.abs(), relax.upper_bias.abs()]
-    for ls, us, m in zip(relax.lower_slopes, relax.upper_slopes, mags):
-        for sl in (ls, us):
-            if sl is not None and m is not None:
-                terms.append(sl.abs() * m)
-    return sum(terms)
-
-
-def _pass_through(A, relax, upper: bool):
-    """Coefficients for a node's inputs and the constant term, from its relaxation.
-
-    For an upper bound a positive coefficient takes the upper relaxation and a negative one the
-    lower relaxation; for a lower bound the reverse. Written as
-    ``A * other + max(A, 0) * (main - other)`` (one clamp; ``other`` is the slope a negative
-    coefficient takes), which is the same sum; the constant is contracted the same way."""
-    pos = A.clamp(min=0)
-    if upper:
-        main_s, main_b, other_s, other_b = relax.upper_slopes, relax.upper_bias, relax.lower_slopes, relax.lower_bias
-    else:
-        main_s, main_b, other_s, other_b = relax.lower_slopes, relax.lower_bias, relax.upper_slopes, relax.upper_bias
-    outs = []
-    for ms, os_ in zip(main_s, other_s):
-        if ms is None and os_ is None:
-            outs.append(None)
-            continue
-        if os_ is None:
-            outs.append(pos * ms)
-            continue
-        out = A * os_
-        out.addcmul_(pos, os_.neg() if ms is None else ms - os_)
-        outs.append(out)
-    const = _dot(A, other_b) + _dot(pos, main_b - other_b)
-    return outs, const
 
 
 def backward_bounds(graph: Graph, root: str, spec: torch.Tensor, bounds: dict, *,
@@ -194,26 +127,18 @@ def backward_bounds(graph: Graph, root: str, spec: torch.Tensor, bounds: dict, *
             else:
                 ivs = [bounds.get(i) for i in node.inputs]
                 in_mags = [None if iv is None else mag(i) for i, iv in zip(node.inputs, ivs)]
-                n = node.numel
                 for A, acc, side in ((la, lA, 0), (ua, uA, 1)):
                     if A is None:
                         continue
                     a = None if alpha is None else alpha.get(name)
-                    if a is not None:
-                        relax = _with_margin(rule.relax(node, ivs, alpha=a[side], ctx=ctx), ivs, in_mags, rule, node)
-                    elif relax_cache is not None and name in relax_cache:
-                        relax = relax_cache[name]
-                    else:
-                        relax = _with_margin(rule.relax(node, ivs, ctx=ctx), ivs, in_mags, rule, node)
-                        if relax_cache is not None:
-                            relax_cache[name] = relax
-                    As, const = _pass_through(A, relax, upper=(side == 1))
+                    As, const, e = rule.linearize(node, A, ivs, in_mags, upper=(side == 1),
+                                                  alpha=None if a is None else a[side], ctx=ctx, cache=relax_cache)
                     cabs[side] = cabs[side] + const.abs()
                     if side == 0:
                         lb = lb + const
                     else:
                         ub = ub + const
-                    add_error(side, A, rounding.gamma(n + 4, A.dtype) * _pass_error(relax, in_mags))
+                    err[side] = err[side] + e
                     _accumulate(acc, node.inputs, As, err, side, mag)
         except Exception as e:  # name the node, as torch.fx's interpreter does
             if getattr(e, "_lipcert_node", False):

@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from .config import BoundConfig
+from .config import BoundConfig, JacobianOptions
 from .schedule import compute_bounds, spec_bounds
 from ..gradient import build_gradient_graph
 from ..rules import Interval, RelaxContext
@@ -32,11 +32,11 @@ def forward_bounds(graph, box: Interval, method: str, *, alpha_steps=20, max_mem
     """Bounds of every forward node, tuned for gradient bounds: with alpha-crown the objective of
     a ReLU pre-activation is its instability ``min(u+, (-l)+)`` (only stability matters to the
     ReLU gradient relaxation), of a smooth pre-activation its width."""
-    fmethod = {"ibp": "ibp", "crown": "crown", "recurjac": "crown", "alpha-crown": "alpha-crown"}[method]
     objective = "stability" if graph.is_piecewise_linear() else "width"
-    cfg = BoundConfig(method=fmethod, alpha_steps=alpha_steps, objective=objective, max_memory_gb=max_memory_gb)
+    cfg = BoundConfig(method=JacobianOptions.for_method(method).forward, alpha_steps=alpha_steps, objective=objective,
+                      max_memory_gb=max_memory_gb)
     boxes = {graph.input: box}
-    if fmethod != "alpha-crown":
+    if not cfg.optimizes:
         return compute_bounds(graph, boxes, cfg, ctx=ctx)
     # every node's optimised bounds stay inside its plain CROWN bounds, so that alpha-crown can
     # only make more neurons stable than crown does
@@ -50,7 +50,8 @@ def jacobian_bounds_from(graph, box: Interval, C: torch.Tensor, method: str, nor
     """Jacobian bounds given forward bounds (``fwd_bounds`` at batch B). ``C`` is ``[K, n_out]``
     (the same rows for every sample) or ``[B, K, n_out]`` (rows per sample)."""
     B, K = box.lower.shape[0], C.shape[-2]
-    gg = gradient_graph or build_gradient_graph(graph, "constant" if method == "recurjac" else "chord")
+    opts = JacobianOptions.for_method(method)
+    gg = gradient_graph or build_gradient_graph(graph, opts.relu_mode)
     jg = gg.graph
     known = {name: iv.repeat_interleave(K) for name, iv in fwd_bounds.items()}
     out_shape = graph[graph.output].shape
@@ -58,20 +59,20 @@ def jacobian_bounds_from(graph, box: Interval, C: torch.Tensor, method: str, nor
     cvals = (C.repeat(B, 1) if C.dim() == 2 else C.reshape(B * K, -1)).reshape(B * K, *out_shape)
     boxes = {graph.input: box.repeat_interleave(K), gg.spec_input: Interval.point(cvals)}
     smooth = not graph.is_piecewise_linear()
-    gmethod = "ibp" if method == "ibp" else ("alpha-crown" if (method == "alpha-crown" and smooth) else "crown")
+    gmethod = "alpha-crown" if (opts.gradient_alpha and smooth) else opts.gradient
     cfg = BoundConfig(method=gmethod, alpha_steps=alpha_steps, objective="width", max_memory_gb=max_memory_gb)
     ectx = _expand_ctx(ctx, K)
     gb = compute_bounds(jg, boxes, cfg, known=known, ctx=ectx)
     J = gb[gg.jacobian]
     in_shape = graph[graph.input].shape
     d = J.lower[0].numel()
-    if method != "ibp":
+    if opts.back_substitute:
         eye = torch.eye(d, dtype=J.lower.dtype, device=J.lower.device)
         spec = eye.reshape(d, 1, *in_shape).expand(d, B * K, *in_shape)
         lo, up = spec_bounds(jg, gg.jacobian, spec, gb, cfg, ctx=ectx)
         J = J.intersect(Interval(lo.reshape(J.lower.shape), up.reshape(J.upper.shape)))
     nup = interval_norm(J.lower, J.upper, norm)
-    lin = linear_norm_spec(J.lower, J.upper, norm) if method != "ibp" else None
+    lin = linear_norm_spec(J.lower, J.upper, norm) if opts.back_substitute else None
     if lin is not None:
         a, b = lin
         _, up = spec_bounds(jg, gg.jacobian, a.unsqueeze(0), {**gb, gg.jacobian: J}, cfg, ctx=ectx, lower=False,
@@ -94,11 +95,13 @@ def jacobian_bounds_pass(graph, box: Interval, C: torch.Tensor, method: str, nor
     plain CROWN result is computed too and the smaller norm bound kept per output (optimising one
     objective can loosen another; for piecewise-linear nets tighter forward bounds can only
     shrink the relaxed gradient set, so no second pass is needed)."""
-    fb = forward_bounds(graph, box, method, alpha_steps=alpha_steps, max_memory_gb=max_memory_gb)
-    res = jacobian_bounds_from(graph, box, C, method, norm, fb, alpha_steps=alpha_steps, max_memory_gb=max_memory_gb)
-    if method == "alpha-crown" and not graph.is_piecewise_linear():
-        fb2 = forward_bounds(graph, box, "crown", max_memory_gb=max_memory_gb)
-        res2 = jacobian_bounds_from(graph, box, C, "crown", norm, fb2, max_memory_gb=max_memory_gb)
+    opts = JacobianOptions.for_method(method)
+    fb = forward_bounds(graph, box, opts, alpha_steps=alpha_steps, max_memory_gb=max_memory_gb)
+    res = jacobian_bounds_from(graph, box, C, opts, norm, fb, alpha_steps=alpha_steps, max_memory_gb=max_memory_gb)
+    if opts.smooth_fallback and not graph.is_piecewise_linear():
+        plain = JacobianOptions()
+        fb2 = forward_bounds(graph, box, plain, max_memory_gb=max_memory_gb)
+        res2 = jacobian_bounds_from(graph, box, C, plain, norm, fb2, max_memory_gb=max_memory_gb)
         better = res2.norm_upper < res.norm_upper
         res = JacobianBounds(torch.maximum(res.lower, res2.lower), torch.minimum(res.upper, res2.upper),
                              torch.where(better, res2.norm_upper, res.norm_upper), res.forward, res.joint,

@@ -12,6 +12,7 @@ from ..errors import InvalidInput
 from ..region import Problem, prepare
 from ..rules import Interval
 from ..report.certificate import Certificate
+from ..engine.config import JacobianOptions
 from ..engine.jacobian import jacobian_bounds_pass
 from ..engine.naive import naive_bound
 from ..engine.norms import parse_norm
@@ -108,6 +109,7 @@ def per_sample_pass(prob: Problem, C, method, norm, **kw) -> JacobianPass:
     the relaxations' discrete choices, e.g. among candidate slopes, can amplify a one-ulp change
     into a different, equally sound, bound)."""
     B = prob.x0.shape[0]
+    method = JacobianOptions.for_method(method)  # the method name is resolved here, once
     if B == 1:
         res = jacobian_bounds_pass(prob.graph, prob.box, C, method, norm, **kw)
         return JacobianPass(res.norm_upper, res.lower, res.upper)

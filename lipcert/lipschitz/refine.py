@@ -14,6 +14,7 @@ import torch
 from ..attack.pgd import attack
 from ..bab import BaBConfig, BestPairs, bab_search, make_setting
 from ..report.certificate import Certificate
+from ..engine.config import JacobianOptions
 from ..engine.jacobian import jacobian_bounds_pass
 from ..engine.naive import naive_bound
 
@@ -24,7 +25,7 @@ def run_refined(method, prob, C, norm, *, bab_time=None, seed=0, alpha_steps=20,
     t0 = t0 or time.perf_counter()
     B, K = prob.x0.shape[0], C.shape[0]
     with torch.no_grad():
-        root = jacobian_bounds_pass(prob.graph, prob.box, C, "alpha-crown", norm, alpha_steps=alpha_steps,
+        root = jacobian_bounds_pass(prob.graph, prob.box, C, JacobianOptions.for_method("alpha-crown"), norm, alpha_steps=alpha_steps,
                                     max_memory_gb=max_memory_gb)
         root_up = torch.minimum(root.norm_upper, naive_bound(prob.graph, C, norm).unsqueeze(0))
     inner = prob.inner if hasattr(prob, "inner") else prob.box  # witness points come from inside the region

@@ -9,6 +9,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from .. import rounding
+
 Tensor = torch.Tensor
 
 
@@ -142,6 +144,26 @@ class NonlinearRule:
         """Magnitude of the terms the relaxation's slopes and offsets are computed from, where it
         exceeds ``|offset| + sum |slope| |x|max`` (cancellation); None otherwise."""
         return None
+
+    def linearize(self, node, A: Tensor, ivs: Sequence[Interval], mags: Sequence[Optional[Tensor]], *, upper: bool,
+                  alpha: Optional[Tensor] = None, ctx: RelaxContext | None = None, cache: Optional[dict] = None):
+        """How ``A . y`` (``A [S, B, *node.shape]``) is bounded from above (``upper``) or below by a
+        linear function of the inputs over their box: ``(A_i per input or None, const [S, B],
+        err [S, B])`` with ``A . y <= sum_i A_i . x_i + const`` (``>=`` for a lower bound) in exact
+        arithmetic, and ``err`` bounding how far the computed coefficients and constant are from
+        exact ones (``lipcert.rounding``). The default relaxes elementwise (``relax``); an op
+        whose relaxation couples positions (a product of tensors, softmax, a norm) overrides this.
+        ``cache`` memoises the relaxation without ``alpha`` while the input bounds stay."""
+        from . import passthrough
+        if alpha is None and cache is not None and node.name in cache:
+            relax = cache[node.name]
+        else:
+            relax = passthrough.with_margin(self.relax(node, ivs, alpha=alpha, ctx=ctx), ivs, mags, self, node)
+            if alpha is None and cache is not None:
+                cache[node.name] = relax
+        As, const = passthrough.pass_through(A, relax, upper=upper)
+        err = passthrough.dot(A.abs(), rounding.gamma(node.numel + 4, A.dtype) * passthrough.pass_error(relax, mags))
+        return As, const, err
 
     def needs_bounds(self, node, ivs: Sequence[Interval], ctx: RelaxContext | None = None) -> list[Optional[Tensor]]:
         """Per input: a bool mask ``[B, *shape]`` of positions whose bounds the relaxation uses
