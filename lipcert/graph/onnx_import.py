@@ -168,7 +168,8 @@ def onnx_to_module(model) -> fx.GraphModule:
 def _convert_all(cx: Context, env: dict, graph) -> tuple[list, list]:
     """Converts the nodes in order into ``env``; returns the ``(node, op)`` pairs that could not be,
     and the reasons given."""
-    from .onnx_converters import CONVERTERS, fuse_silu, fuse_softplus_threshold
+    from .onnx_converters import CONVERTERS
+    from .onnx_fusions import fuse_silu, fuse_softplus_threshold
 
     cx.used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
     bad, details = [], []

@@ -22,13 +22,13 @@ import torch.nn.functional as F
 from ..graph import ops
 from ..graph.emit import unsupported
 from . import registry
-from .affine_layers import conv_attrs
+from .affine_layers import _tuple, conv_attrs
 
 _aten = torch.ops.aten
 
 
 def _pair(v):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    return _tuple(v, 2)
 
 
 # --- average pooling ------------------------------------------------------------------------
@@ -101,7 +101,6 @@ registry.layer("AdaptiveAvgPool2d", emit=_emit_adaptive_avg, modules=(nn.Adaptiv
 def window_taps(hw, out_hw, starts, ends_or_k, dilation=(1, 1), adaptive=False):
     """Flat input indices ``[T, oh, ow]`` of every window tap (one channel); taps outside the image
     repeat the window's first valid one."""
-    taps = []
     (h, w), (oh, ow) = hw, out_hw
     rows, cols = [], []
     for axis, (size, osize) in enumerate(((h, oh), (w, ow))):

@@ -17,7 +17,7 @@ supported layers read these tables; nothing else spells an op.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 RULES: dict = {}
@@ -25,18 +25,6 @@ LAYERS: list = []
 _BY_MODULE: dict = {}
 _BY_FUNCTION: dict = {}
 _BY_METHOD: dict = {}
-
-
-def rule(*names: str):
-    """Class decorator: register one instance of the rule class under each IR op name."""
-    def deco(cls):
-        inst = cls()
-        for n in names:
-            if n in RULES:
-                raise RuntimeError(f"IR op {n!r} registered twice")
-            RULES[n] = inst
-        return cls
-    return deco
 
 
 def add_rule(name: str, inst) -> None:
@@ -72,7 +60,6 @@ class Layer:
     lowers_to: tuple = ()
     methods_note: str = "all, incl. BaB and exact"
     refuse: Optional[str] = None
-    spellings: tuple = field(default=(), compare=False)
 
     def spelled(self) -> list[str]:
         """Readable spellings, for the table and error messages."""

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..errors import UnsupportedOperation
 from ..graph import ops
 from . import registry
-from .smooth import Smooth, _dsig
+from .smooth import Smooth
 
 SOFTPLUS = "softplus"
 
@@ -26,7 +26,6 @@ def softplus(z):
 
 
 registry.add_rule(SOFTPLUS, Smooth(softplus, torch.sigmoid, 0.25 + 1e-6, deriv=ops.SIGMOID, lip=1.0))
-_ = _dsig  # softplus'' = sigmoid' (the sigmoid rule's m2 covers the derivative op)
 
 
 def _emit(b, n, args, kwargs, module):
